@@ -1,0 +1,3 @@
+from resnet_api.cli import main
+
+raise SystemExit(main())

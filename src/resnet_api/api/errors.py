@@ -1,0 +1,118 @@
+"""The one table from errors to HTTP answers, and the handlers that render RFC 9457 problem details."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from resnet_api.api.schemas import Problem
+from resnet_api.inference.errors import (
+    ImageTooLarge,
+    InferenceError,
+    InvalidImage,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    UnsupportedImage,
+    WeightsUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://resnet-api.dev/problems/"
+
+# Domain error -> HTTP status. Subclasses not listed fall back to their nearest listed base.
+STATUS: dict[type[InferenceError], int] = {
+    InvalidImage: 400,
+    UnsupportedImage: 415,
+    ImageTooLarge: 413,
+    PayloadTooLarge: 413,
+    Overloaded: 503,
+    NotReady: 503,
+    WeightsUnavailable: 503,
+    InferenceError: 500,
+}
+RETRY_STATUSES = frozenset({503})
+
+# For OpenAPI: the error answers each kind of route can give.
+PROBLEM_CONTENT = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Corrupt or truncated image",
+        401: "Missing or invalid API key",
+        413: "File or request too large, or too many pixels",
+        415: "Not an image, or an unsupported format",
+        422: "Invalid parameters or missing file",
+        503: "Overloaded or not ready: retry after the Retry-After header",
+    }
+    return {s: {"model": Problem, "description": descriptions[s], "content": PROBLEM_CONTENT} for s in statuses}
+
+
+def status_for(exc: InferenceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def problem(status: int, code: str, title: str, detail: str, instance: str | None = None, **extra: Any) -> Problem:
+    return Problem(type=PROBLEM_TYPE_BASE + code, title=title, status=status, detail=detail, code=code, instance=instance, **extra)
+
+
+def problem_for(exc: InferenceError, instance: str | None = None) -> Problem:
+    return problem(status_for(exc), exc.code, exc.title, exc.detail, instance)
+
+
+def problem_response(body: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        jsonable_encoder(body, exclude_none=True), status_code=body.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def retry_headers(request: Request, status: int) -> dict[str, str] | None:
+    if status not in RETRY_STATUSES:
+        return None
+    return {"Retry-After": str(request.app.state.settings.retry_after_seconds)}
+
+
+async def _inference_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InferenceError)
+    body = problem_for(exc, request.url.path)
+    return problem_response(body, retry_headers(request, body.status))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+    summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+    body = problem(422, "validation_error", "Invalid request", summary or "invalid request", request.url.path, errors=errors)
+    return problem_response(body)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+    body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
+    return problem_response(body, dict(exc.headers) if exc.headers else None)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    body = problem(500, "internal_error", "Internal server error", "the server failed; it keeps serving", request.url.path)
+    return problem_response(body)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(InferenceError, _inference_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

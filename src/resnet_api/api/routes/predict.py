@@ -1,0 +1,111 @@
+"""Classification and embedding endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Request, UploadFile
+
+from resnet_api.api.deps import ImageUploadDep, ServiceDep, SettingsDep, read_upload
+from resnet_api.api.errors import error_responses, problem_for
+from resnet_api.api.schemas import BatchItem, BatchResponse, EmbedResponse, PredictResponse
+from resnet_api.api.views import image_info, model_ref, predictions, timings, warning
+from resnet_api.inference.errors import InferenceError, TooManyFiles
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+
+TopK = Annotated[int, Query(ge=1, le=1000, description="How many classes to return, best first")]
+MinScore = Annotated[
+    float | None, Query(ge=0.0, le=1.0, description="Drop predictions whose probability is below this")
+]
+
+
+@router.post(
+    "/predict",
+    operation_id="predict",
+    summary="Classify one image",
+    response_model=PredictResponse,
+    responses=error_responses(400, 413, 415, 422, 503),
+)
+async def predict(service: ServiceDep, data: ImageUploadDep, top_k: TopK = 3, min_score: MinScore = None) -> PredictResponse:
+    result = await service.classify(data, top_k=top_k, min_score=min_score)
+    return PredictResponse(
+        predictions=predictions(result.predictions),
+        model=model_ref(service),
+        image=image_info(result.image),
+        timings=timings(result.timings),
+        warning=warning(service),
+    )
+
+
+@router.post(
+    "/predict/batch",
+    operation_id="predict_batch",
+    summary="Classify several images in one request",
+    description="Results come back in the order of the files; a bad file gets its own error and the others still run.",
+    response_model=BatchResponse,
+    responses=error_responses(413, 422, 503),
+)
+async def predict_batch(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    files: Annotated[list[UploadFile], File(description="The images, in order")],
+    top_k: TopK = 3,
+    min_score: MinScore = None,
+) -> BatchResponse:
+    started = time.perf_counter()
+    if len(files) > settings.max_batch_files:
+        raise TooManyFiles(
+            f"{len(files)} files sent; at most {settings.max_batch_files} per request (RESNET_API_MAX_BATCH_FILES)"
+        )
+
+    async def one(index: int, upload: UploadFile) -> BatchItem:
+        try:
+            data = await read_upload(upload, settings.max_upload_bytes)
+            result = await service.classify(data, top_k=top_k, min_score=min_score)
+        except InferenceError as exc:
+            return BatchItem(index=index, filename=upload.filename, ok=False, error=problem_for(exc, request.url.path))
+        return BatchItem(
+            index=index,
+            filename=upload.filename,
+            ok=True,
+            predictions=predictions(result.predictions),
+            image=image_info(result.image),
+            timings=timings(result.timings),
+        )
+
+    results = await asyncio.gather(*(one(i, f) for i, f in enumerate(files)))
+    return BatchResponse(
+        results=list(results),
+        model=model_ref(service),
+        total_ms=round((time.perf_counter() - started) * 1000, 3),
+        warning=warning(service),
+    )
+
+
+@router.post(
+    "/embed",
+    operation_id="embed",
+    summary="512-d feature vector of one image",
+    description="The pooled ResNet-18 features (input of the final layer), for similarity search and transfer learning.",
+    response_model=EmbedResponse,
+    responses=error_responses(400, 413, 415, 422, 503),
+)
+async def embed(
+    service: ServiceDep,
+    data: ImageUploadDep,
+    normalize: Annotated[bool, Query(description="L2-normalise the vector")] = True,
+) -> EmbedResponse:
+    result = await service.embed(data, normalize=normalize)
+    return EmbedResponse(
+        embedding=result.vector,
+        dim=len(result.vector),
+        normalized=result.normalized,
+        model=model_ref(service),
+        image=image_info(result.image),
+        timings=timings(result.timings),
+        warning=warning(service),
+    )

@@ -1,0 +1,99 @@
+"""The composition root: `create_app` builds the service, routes, middleware and error handlers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from resnet_api import __version__
+from resnet_api.api.errors import install_error_handlers
+from resnet_api.api.limits import BodySizeLimit
+from resnet_api.api.routes import health, model, predict
+from resnet_api.api.routes import metrics as metrics_route
+from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
+from resnet_api.metrics import Metrics
+from resnet_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline.
+
+* `POST /v1/predict` — top-k classes of one image (multipart field `file`)
+* `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated)
+* `POST /v1/embed` — the 512-d feature vector of an image
+* `GET /livez`, `GET /readyz`, `GET /metrics` — for orchestrators and Prometheus
+
+Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.
+"""
+
+
+class RequestMetrics:
+    """Counts and times every HTTP request by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.request_latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+
+
+def create_app(
+    settings: Settings | None = None, *, weights_loader: WeightsLoader = load_weights, metrics: Metrics | None = None
+) -> FastAPI:
+    settings = settings or Settings()
+    metrics = metrics or Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = InferenceService(settings, weights_loader=weights_loader, metrics=metrics)
+        await service.start()
+        app.state.service = service
+        try:
+            yield
+        finally:
+            # 1. readiness fails at once; 2. accepted work finishes; 3. threads are released.
+            await service.stop()
+            app.state.service = None
+
+    app = FastAPI(
+        title="resnet-api",
+        version=__version__,
+        summary="ImageNet classification with ResNet-18 on CPUs",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        license_info={"name": "MIT", "identifier": "MIT"},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = None
+    install_error_handlers(app)
+    for router in (predict.router, model.router, health.router, metrics_route.router):
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app

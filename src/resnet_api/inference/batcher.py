@@ -1,0 +1,159 @@
+"""A generic dynamic micro-batcher: bounded queue of (item, future), a monotonic deadline, one model thread.
+
+1. `submit` puts an item and a future on a bounded queue (full -> `Overloaded`, at once).
+2. The collector waits for the first item without polling, then takes more until `max_batch_size`
+   or `max_wait_s` after the first one, whichever comes first.
+3. The batch runs on a dedicated single thread; every future is resolved, or failed with the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from resnet_api.inference.errors import NotReady, Overloaded
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending(Generic[In, Out]):
+    item: In
+    future: asyncio.Future[BatchResult[Out]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class BatchResult(Generic[Out]):
+    """One caller's output plus how it was served."""
+
+    value: Out
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    size: int
+    queue_waits_s: list[float]
+    inference_s: float
+
+
+class MicroBatcher(Generic[In, Out]):
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[In]], Sequence[Out]],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue_size: int,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        initializer: Callable[[], None] | None = None,
+        thread_name: str = "resnet-model",
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue(maxsize=max_queue_size)
+        self._on_batch = on_batch
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=thread_name, initializer=initializer
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def start(self) -> None:
+        self._accepting = True
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name="micro-batcher")
+
+    async def run_now(self, items: Sequence[In]) -> Sequence[Out]:
+        """Run a batch on the model thread, bypassing the queue (warm-up)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, items)
+
+    async def submit(self, item: In) -> BatchResult[Out]:
+        if not self._accepting:
+            raise NotReady("the service is not accepting work (starting up or shutting down)")
+        future: asyncio.Future[BatchResult[Out]] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(item, future))
+        except asyncio.QueueFull:
+            raise Overloaded(f"the queue is full ({self._queue.maxsize} images waiting): retry shortly") from None
+        return await future
+
+    async def stop(self) -> None:
+        """Stop accepting, finish everything already accepted, then stop the model thread."""
+        self._accepting = False
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while not self._queue.empty():  # only if the collector died: fail, never strand, the callers
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(NotReady("the service shut down before this request ran"))
+            self._queue.task_done()
+        self._executor.shutdown(wait=True)
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.perf_counter() + self._max_wait_s
+            while len(batch) < self._max_batch_size:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            try:
+                await self._run(loop, batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[In, Out]]) -> None:
+        live = [p for p in batch if not p.future.done()]  # skip callers that gave up (cancelled)
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in live])
+            if len(outputs) != len(live):
+                raise RuntimeError(f"model returned {len(outputs)} outputs for {len(live)} inputs")
+        except Exception as exc:
+            log.exception("batch of %d failed", len(live))
+            for p in live:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        inference_s = time.perf_counter() - started
+        waits = [started - p.enqueued for p in live]
+        for p, out, wait in zip(live, outputs, waits, strict=True):
+            if not p.future.done():
+                p.future.set_result(BatchResult(out, wait, inference_s, len(live)))
+        if self._on_batch is not None:
+            self._on_batch(BatchStats(len(live), waits, inference_s))

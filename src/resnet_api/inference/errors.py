@@ -1,0 +1,70 @@
+"""Domain errors: no HTTP here. `api/errors.py` maps each class to a status code in one table."""
+
+from __future__ import annotations
+
+
+class InferenceError(Exception):
+    """Base of every error the service reports to a caller; `code` is a stable machine-readable name."""
+
+    code = "inference_error"
+    title = "Inference failed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidImage(InferenceError):
+    """Recognised as an image but corrupt or truncated."""
+
+    code = "invalid_image"
+    title = "Invalid image"
+
+
+class UnsupportedImage(InferenceError):
+    """Not an image, or a format the service does not accept."""
+
+    code = "unsupported_media_type"
+    title = "Unsupported image type"
+
+
+class ImageTooLarge(InferenceError):
+    """More pixels than the decompression-bomb limit."""
+
+    code = "image_too_large"
+    title = "Image too large"
+
+
+class PayloadTooLarge(InferenceError):
+    """More bytes than the upload or request limit."""
+
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class Overloaded(InferenceError):
+    """The queue is full: retry later."""
+
+    code = "overloaded"
+    title = "Service overloaded"
+
+
+class NotReady(InferenceError):
+    """The model is not loaded yet, or the service is shutting down."""
+
+    code = "not_ready"
+    title = "Service not ready"
+
+
+class WeightsUnavailable(InferenceError):
+    """The configured weights cannot be loaded; the message names the fixes."""
+
+    code = "weights_unavailable"
+    title = "Weights unavailable"
+
+
+class TooManyFiles(PayloadTooLarge):
+    """More files in one request than allowed."""
+
+    code = "too_many_files"
+    title = "Too many files"

@@ -1,0 +1,201 @@
+"""A torchvision-compatible ResNet-18 (same state_dict keys, shapes and forward), its weights and labels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from resnet_api.inference.errors import WeightsUnavailable
+
+log = logging.getLogger(__name__)
+
+IMAGENET_WEIGHTS_NAME = "IMAGENET1K_V1"
+IMAGENET_WEIGHTS_FILE = "resnet18-f37072fd.pth"
+IMAGENET_WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+IMAGENET_WEIGHTS_SHA256_PREFIX = "f37072fd"
+MODEL_NAME = "resnet18"
+EMBEDDING_DIM = 512
+NUM_CLASSES = 1000
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet18(nn.Module):
+    """torchvision.models.resnet18 rebuilt: `resnet18-f37072fd.pth` loads into it with strict=True."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, stride=1)
+        self.layer2 = self._make_layer(128, stride=2)
+        self.layer3 = self._make_layer(256, stride=2)
+        self.layer4 = self._make_layer(512, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+        # torchvision's initialisation, so `random` weights look like a freshly built torchvision model.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, planes: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+        first = BasicBlock(self.inplanes, planes, stride, downsample)
+        self.inplanes = planes
+        return nn.Sequential(first, BasicBlock(planes, planes))
+
+    def features(self, x: Tensor) -> Tensor:
+        """The 512-d pooled features: the input of the final fully connected layer."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x))
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A state_dict and where it came from."""
+
+    state_dict: dict[str, Tensor]
+    weights_id: str
+    sha256: str
+    untrained: bool
+    source: str
+
+
+def load_labels() -> list[str]:
+    """The 1000 ImageNet class names in torchvision's order."""
+    text = resources.files("resnet_api.inference").joinpath("imagenet_labels.json").read_text("utf-8")
+    labels: list[str] = json.loads(text)
+    return labels
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_state_dict(state_dict: dict[str, Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def default_weights_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def random_weights(seed: int) -> LoadedWeights:
+    """Seeded untrained weights: deterministic for a seed, useless for real predictions."""
+    torch.manual_seed(seed)
+    state = ResNet18().state_dict()
+    return LoadedWeights(state, f"random-seed{seed}", sha256_state_dict(state), untrained=True, source="random")
+
+
+def load_state_dict_file(path: Path) -> LoadedWeights:
+    if not path.is_file():
+        raise WeightsUnavailable(f"weights file not found at {path}: give an existing state_dict path")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bad files
+        raise WeightsUnavailable(f"cannot load weights from {path}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise WeightsUnavailable(f"{path} does not hold a state_dict")
+    digest = sha256_file(path)
+    weights_id = IMAGENET_WEIGHTS_NAME if digest.startswith(IMAGENET_WEIGHTS_SHA256_PREFIX) else path.name
+    return LoadedWeights(state, weights_id, digest, untrained=False, source=str(path))
+
+
+def fetch_imagenet_weights(weights_dir: Path | None = None, *, progress: bool = True) -> Path:
+    """Download the official file into `weights_dir` (torch.hub checks the SHA-256 prefix in its name)."""
+    target_dir = weights_dir or default_weights_dir()
+    target = target_dir / IMAGENET_WEIGHTS_FILE
+    if target.is_file():
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(
+            IMAGENET_WEIGHTS_URL, str(target), hash_prefix=IMAGENET_WEIGHTS_SHA256_PREFIX, progress=progress
+        )
+    except Exception as exc:  # URLError, RuntimeError on hash mismatch, OSError...
+        raise WeightsUnavailable(
+            f"could not download {IMAGENET_WEIGHTS_URL} to {target} ({exc}). Fixes: run "
+            f"`resnet-api weights fetch` on a machine with internet and copy the file to {target_dir}, "
+            "set RESNET_API_WEIGHTS to a state_dict path, or set RESNET_API_WEIGHTS=random for an untrained demo"
+        ) from exc
+    return target
+
+
+def resolve_weights(
+    spec: str, *, weights_dir: Path | None, allow_download: bool, seed: int, fallback_to_random: bool = False
+) -> LoadedWeights:
+    """Turn the `weights` setting into a state_dict; `imagenet` is strict unless a fallback is asked for."""
+    if spec == "random":
+        return random_weights(seed)
+    if spec != "imagenet":
+        return load_state_dict_file(Path(spec).expanduser())
+    target_dir = weights_dir or default_weights_dir()
+    path = target_dir / IMAGENET_WEIGHTS_FILE
+    try:
+        if not path.is_file():
+            if not allow_download:
+                raise WeightsUnavailable(
+                    f"ImageNet weights not found at {path} and downloads are off. Fixes: run "
+                    f"`resnet-api weights fetch` on a machine with internet and copy the file to {target_dir}, "
+                    "set RESNET_API_WEIGHTS to a state_dict path, or set RESNET_API_WEIGHTS=random for an untrained demo"
+                )
+            path = fetch_imagenet_weights(target_dir)
+        return load_state_dict_file(path)
+    except WeightsUnavailable as exc:
+        if not fallback_to_random:
+            raise
+        log.warning("%s -- falling back to UNTRAINED random weights as asked (fallback_to_random)", exc)
+        return random_weights(seed)
+
+
+def build_model(weights: LoadedWeights) -> ResNet18:
+    model = ResNet18()
+    model.load_state_dict(weights.state_dict, strict=True)
+    return model.eval()

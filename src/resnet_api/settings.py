@@ -1,0 +1,109 @@
+"""Every knob of the service, read from `RESNET_API_*` environment variables.
+
+The README's settings table mirrors the field docstrings here; `tests/test_settings.py` keeps them in sync.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: affinity mask, capped by a cgroup v2/v1 CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, int(quota + 0.5)))
+    return max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota_us > 0 and period_us > 0:
+            return quota_us / period_us
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class Settings(BaseSettings):
+    """Service configuration; each field is `RESNET_API_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RESNET_API_", extra="ignore", frozen=True)
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    """Interface `resnet-api serve` binds to (use 0.0.0.0 in a container)."""
+
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port `resnet-api serve` listens on."""
+
+    weights: str = Field(default="imagenet", min_length=1)
+    """`imagenet` (official file from the weights dir, strict), a path to a state_dict file, or `random` (untrained, for demos and tests)."""
+
+    weights_dir: Path | None = None
+    """Directory holding `resnet18-f37072fd.pth`; default is torch.hub's checkpoints dir (`$TORCH_HOME/hub/checkpoints`)."""
+
+    allow_download: bool = True
+    """When `weights=imagenet` and the file is missing, try downloading it (hash checked) before failing."""
+
+    fallback_to_random: bool = False
+    """If the `imagenet` weights cannot be had, start on untrained weights with loud warnings instead of failing."""
+
+    random_seed: int = Field(default=0, ge=0)
+    """Seed of the untrained weights used by `weights=random`."""
+
+    torch_threads: int = Field(default_factory=available_cpus, ge=1, le=256)
+    """torch intra-op threads; default is the CPUs this process may use (affinity and cgroup quota)."""
+
+    torch_interop_threads: int = Field(default=1, ge=1, le=64)
+    """torch inter-op threads (one model runs at a time, so 1 is enough)."""
+
+    decode_workers: int = Field(default_factory=available_cpus, ge=1, le=256)
+    """Threads decoding and preprocessing images, off the event loop."""
+
+    max_batch_size: int = Field(default=16, ge=1, le=256)
+    """Most images run through the model in one forward pass."""
+
+    max_batch_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    """Longest a batch waits for more images once it has one (0 = never wait)."""
+
+    max_queue_size: int = Field(default=128, ge=1, le=100_000)
+    """Images waiting for the model; beyond this requests get 503 with Retry-After."""
+
+    retry_after_seconds: int = Field(default=1, ge=1, le=3600)
+    """Value of the Retry-After header on 503 answers."""
+
+    max_upload_bytes: int = Field(default=20 * MiB, ge=1024, le=1024 * MiB)
+    """Largest accepted image file; bigger ones get 413."""
+
+    max_request_bytes: int = Field(default=100 * MiB, ge=1024, le=8 * 1024 * MiB)
+    """Largest accepted request body (all files of a batch together), enforced while it streams in."""
+
+    max_image_pixels: int = Field(default=50_000_000, ge=1, le=1_000_000_000)
+    """Decompression-bomb guard: images with more pixels get 413."""
+
+    max_batch_files: int = Field(default=32, ge=1, le=1024)
+    """Most files in one `/v1/predict/batch` request."""
+
+    warmup: bool = True
+    """Run a forward pass at start-up so the first request is not slow."""
+
+    log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
+    """Log level of the service and of uvicorn."""
