@@ -67,7 +67,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 rows.append(
                     {
                         "file": path,
-                        "predictions": [{"index": p.index, "label": p.label, "score": p.score} for p in result.predictions],
+                        "predictions": [
+                            {"index": p.index, "label": p.label, "score": p.score} for p in result.predictions
+                        ],
                         "total_ms": result.timings.total_ms,
                     }
                 )

@@ -28,7 +28,10 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         r = self.registry
         self.requests = Counter(
-            "resnet_api_http_requests", "HTTP requests answered, by route and status", ["method", "route", "status"], registry=r
+            "resnet_api_http_requests",
+            "HTTP requests answered, by route and status",
+            ["method", "route", "status"],
+            registry=r,
         )
         self.request_latency = Histogram(
             "resnet_api_http_request_duration_seconds",
@@ -38,7 +41,10 @@ class Metrics:
             registry=r,
         )
         self.preprocess_latency = Histogram(
-            "resnet_api_preprocess_seconds", "Decode and preprocessing time per image", buckets=_LATENCY_BUCKETS, registry=r
+            "resnet_api_preprocess_seconds",
+            "Decode and preprocessing time per image",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_wait = Histogram(
             "resnet_api_queue_wait_seconds", "Time an image waited for the model", buckets=_LATENCY_BUCKETS, registry=r
@@ -46,7 +52,9 @@ class Metrics:
         self.inference_latency = Histogram(
             "resnet_api_inference_seconds", "Model forward time per batch", buckets=_LATENCY_BUCKETS, registry=r
         )
-        self.batch_size = Histogram("resnet_api_batch_size", "Images per forward pass", buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "resnet_api_batch_size", "Images per forward pass", buckets=_BATCH_BUCKETS, registry=r
+        )
         self.queue_depth = Gauge("resnet_api_queue_depth", "Images waiting for the model", registry=r)
         self.images = Counter("resnet_api_images", "Images processed, by outcome", ["outcome"], registry=r)
         self.ready = Gauge("resnet_api_ready", "1 when the model is loaded and serving", registry=r)

@@ -65,7 +65,9 @@ def status_for(exc: InferenceError) -> int:
 
 
 def problem(status: int, code: str, title: str, detail: str, instance: str | None = None, **extra: Any) -> Problem:
-    return Problem(type=PROBLEM_TYPE_BASE + code, title=title, status=status, detail=detail, code=code, instance=instance, **extra)
+    return Problem(
+        type=PROBLEM_TYPE_BASE + code, title=title, status=status, detail=detail, code=code, instance=instance, **extra
+    )
 
 
 def problem_for(exc: InferenceError, instance: str | None = None) -> Problem:
@@ -74,7 +76,10 @@ def problem_for(exc: InferenceError, instance: str | None = None) -> Problem:
 
 def problem_response(body: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
-        jsonable_encoder(body, exclude_none=True), status_code=body.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
+        jsonable_encoder(body, exclude_none=True),
+        status_code=body.status,
+        headers=headers,
+        media_type=PROBLEM_MEDIA_TYPE,
     )
 
 
@@ -94,20 +99,26 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
     summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-    body = problem(422, "validation_error", "Invalid request", summary or "invalid request", request.url.path, errors=errors)
+    body = problem(
+        422, "validation_error", "Invalid request", summary or "invalid request", request.url.path, errors=errors
+    )
     return problem_response(body)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(
+        exc.status_code, "http_error"
+    )
     body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
     return problem_response(body, dict(exc.headers) if exc.headers else None)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-    body = problem(500, "internal_error", "Internal server error", "the server failed; it keeps serving", request.url.path)
+    body = problem(
+        500, "internal_error", "Internal server error", "the server failed; it keeps serving", request.url.path
+    )
     return problem_response(body)
 
 

@@ -25,5 +25,9 @@ def image_info(meta: ImageMeta) -> ImageInfo:
 
 def timings(t: Timings) -> TimingsOut:
     return TimingsOut(
-        decode_ms=t.decode_ms, queue_ms=t.queue_ms, inference_ms=t.inference_ms, total_ms=t.total_ms, batch_size=t.batch_size
+        decode_ms=t.decode_ms,
+        queue_ms=t.queue_ms,
+        inference_ms=t.inference_ms,
+        total_ms=t.total_ms,
+        batch_size=t.batch_size,
     )

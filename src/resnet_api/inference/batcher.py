@@ -66,9 +66,7 @@ class MicroBatcher(Generic[In, Out]):
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue(maxsize=max_queue_size)
         self._on_batch = on_batch
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=thread_name, initializer=initializer
-        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name, initializer=initializer)
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
 

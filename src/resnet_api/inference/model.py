@@ -41,7 +41,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        result: Tensor = self.relu(out + identity)
+        return result
 
 
 class ResNet18(nn.Module):
@@ -86,7 +87,8 @@ class ResNet18(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x))
+        logits: Tensor = self.fc(self.features(x))
+        return logits
 
 
 @dataclass(frozen=True)

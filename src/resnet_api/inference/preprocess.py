@@ -36,7 +36,7 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=None)
+            image: Image.Image = Image.open(io.BytesIO(data), formats=None)
     except UnidentifiedImageError as exc:
         raise UnsupportedImage("not a recognised image: send a JPEG, PNG, GIF, WebP or BMP file") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -89,8 +89,8 @@ def resized_size(width: int, height: int, size: int = RESIZE) -> tuple[int, int]
 
 def center_crop_box(width: int, height: int, crop: int = CROP) -> tuple[int, int, int, int]:
     """torchvision CenterCrop's box, with its round-half-to-even offsets."""
-    top = int(round((height - crop) / 2.0))
-    left = int(round((width - crop) / 2.0))
+    top = round((height - crop) / 2.0)
+    left = round((width - crop) / 2.0)
     return left, top, left + crop, top + crop
 
 

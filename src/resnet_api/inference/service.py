@@ -285,7 +285,8 @@ class InferenceService:
 
 
 def _prepare(model: ResNet18) -> ResNet18:
-    return model.to(memory_format=torch.channels_last).eval()
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
+    return model.eval()
 
 
 def configure_torch_threads(settings: Settings) -> None:

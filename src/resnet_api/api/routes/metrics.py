@@ -14,7 +14,9 @@ router = APIRouter(tags=["monitoring"])
     operation_id="metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}, "description": "Prometheus text format"}
+    },
 )
 async def metrics(request: Request) -> Response:
     registry: Metrics = request.app.state.metrics

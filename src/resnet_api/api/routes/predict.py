@@ -29,7 +29,9 @@ MinScore = Annotated[
     response_model=PredictResponse,
     responses=error_responses(400, 413, 415, 422, 503),
 )
-async def predict(service: ServiceDep, data: ImageUploadDep, top_k: TopK = 3, min_score: MinScore = None) -> PredictResponse:
+async def predict(
+    service: ServiceDep, data: ImageUploadDep, top_k: TopK = 3, min_score: MinScore = None
+) -> PredictResponse:
     result = await service.classify(data, top_k=top_k, min_score=min_score)
     return PredictResponse(
         predictions=predictions(result.predictions),
