@@ -59,6 +59,15 @@ class Metrics:
         self.images = Counter("resnet_api_images", "Images processed, by outcome", ["outcome"], registry=r)
         self.ready = Gauge("resnet_api_ready", "1 when the model is loaded and serving", registry=r)
         self.model_info = Info("resnet_api_model", "The model being served", registry=r)
+        # --- performance (issue 4) ---
+        self.cache_hits = Counter("resnet_api_cache_hits", "Images answered from the result cache", registry=r)
+        self.cache_misses = Counter(
+            "resnet_api_cache_misses", "Images looked up in the result cache and not found", registry=r
+        )
+        self.cache_entries = Gauge("resnet_api_cache_entries", "Images held in the result cache", registry=r)
+        self.cache_bytes = Gauge(
+            "resnet_api_cache_bytes", "Bytes of model outputs held in the result cache", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -107,3 +108,34 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
     """Log level of the service and of uvicorn."""
+
+    # --- performance (issue 4) ---
+    backend: Literal["torch", "onnxruntime", "openvino", "int8"] = "torch"
+    """Model runtime: `torch` (reference), `onnxruntime`, `openvino` or `int8` (ONNX Runtime static int8)."""
+
+    torch_jit: bool = True
+    """`torch` backend: freeze the model with TorchScript (faster, within 1e-6 of eager)."""
+
+    openvino_precision: Literal["fp32", "bf16"] = "fp32"
+    """`openvino` backend: inference precision; `bf16` runs only on CPUs that support it (else fp32)."""
+
+    model_cache_dir: Path | None = None
+    """Where exported ONNX and int8 files are cached; default beside the weights file, else ~/.cache/resnet-api."""
+
+    calibration_dir: Path | None = None
+    """`int8` backend: folder of images to calibrate on (use a few hundred of your own photos); default a generated set."""
+
+    calibration_images: int = Field(default=32, ge=1, le=10_000)
+    """`int8` backend: most calibration images used."""
+
+    jpeg_draft: bool = True
+    """Decode large JPEGs at a reduced DCT scale (shorter side still >= 256 px): several times faster."""
+
+    adaptive_batch_wait: bool = True
+    """Wait for more images only while other requests are still being decoded (no wait when none are)."""
+
+    cache_max_entries: int = Field(default=0, ge=0, le=10_000_000)
+    """Result cache size in images (0 = off); keyed by the SHA-256 of the bytes, model, backend and options."""
+
+    cache_max_bytes: int = Field(default=64 * MiB, ge=0, le=64 * 1024 * MiB)
+    """Result cache bound in bytes of stored outputs (about 6 KB per image)."""

@@ -54,7 +54,8 @@ class TimingsOut(BaseModel):
     queue_ms: float = Field(description="Waiting for the model")
     inference_ms: float = Field(description="Forward pass of the batch this image ran in")
     total_ms: float = Field(description="All server-side work for this image")
-    batch_size: int = Field(description="Images in the forward pass this image ran in")
+    batch_size: int = Field(description="Images in the forward pass this image ran in (0 when cached)")
+    cached: bool = Field(default=False, description="Answered from the result cache: no decode and no model run")
 
 
 class PredictResponse(BaseModel):

@@ -30,4 +30,5 @@ def timings(t: Timings) -> TimingsOut:
         inference_ms=t.inference_ms,
         total_ms=t.total_ms,
         batch_size=t.batch_size,
+        cached=t.cached,
     )

@@ -2,7 +2,8 @@
 
 1. `submit` puts an item and a future on a bounded queue (full -> `Overloaded`, at once).
 2. The collector waits for the first item without polling, then takes more until `max_batch_size`
-   or `max_wait_s` after the first one, whichever comes first.
+   or `max_wait_s` after the first one, whichever comes first. With `more_coming` (adaptive wait) it
+   waits only while that says more items are on their way, so a lone request never waits.
 3. The batch runs on a dedicated single thread; every future is resolved, or failed with the batch.
 """
 
@@ -60,12 +61,14 @@ class MicroBatcher(Generic[In, Out]):
         on_batch: Callable[[BatchStats], None] | None = None,
         initializer: Callable[[], None] | None = None,
         thread_name: str = "resnet-model",
+        more_coming: Callable[[], int] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue(maxsize=max_queue_size)
         self._on_batch = on_batch
+        self._more_coming = more_coming
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name, initializer=initializer)
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -120,6 +123,8 @@ class MicroBatcher(Generic[In, Out]):
                 if not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                     continue
+                if self._more_coming is not None and self._more_coming() <= 0:
+                    break
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from resnet_api.inference.catalog import EMBEDDING_DIM as EMBEDDING_DIM
+from resnet_api.inference.catalog import IMAGENET_WEIGHTS_FILE, IMAGENET_WEIGHTS_URL, NUM_CLASSES, weights_id_for
+from resnet_api.inference.catalog import IMAGENET_WEIGHTS_NAME as IMAGENET_WEIGHTS_NAME
+from resnet_api.inference.catalog import IMAGENET_WEIGHTS_SHA256_PREFIX as IMAGENET_WEIGHTS_SHA256_PREFIX
+from resnet_api.inference.catalog import MODEL_NAME as MODEL_NAME
+from resnet_api.inference.catalog import load_labels as load_labels
+from resnet_api.inference.catalog import sha256_file as sha256_file
 from resnet_api.inference.errors import WeightsUnavailable
 
 log = logging.getLogger(__name__)
-
-IMAGENET_WEIGHTS_NAME = "IMAGENET1K_V1"
-IMAGENET_WEIGHTS_FILE = "resnet18-f37072fd.pth"
-IMAGENET_WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
-IMAGENET_WEIGHTS_SHA256_PREFIX = "f37072fd"
-MODEL_NAME = "resnet18"
-EMBEDDING_DIM = 512
-NUM_CLASSES = 1000
 
 
 class BasicBlock(nn.Module):
@@ -102,21 +99,6 @@ class LoadedWeights:
     source: str
 
 
-def load_labels() -> list[str]:
-    """The 1000 ImageNet class names in torchvision's order."""
-    text = resources.files("resnet_api.inference").joinpath("imagenet_labels.json").read_text("utf-8")
-    labels: list[str] = json.loads(text)
-    return labels
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def sha256_state_dict(state_dict: dict[str, Tensor]) -> str:
     digest = hashlib.sha256()
     for name, tensor in state_dict.items():
@@ -146,8 +128,7 @@ def load_state_dict_file(path: Path) -> LoadedWeights:
     if not isinstance(state, dict):
         raise WeightsUnavailable(f"{path} does not hold a state_dict")
     digest = sha256_file(path)
-    weights_id = IMAGENET_WEIGHTS_NAME if digest.startswith(IMAGENET_WEIGHTS_SHA256_PREFIX) else path.name
-    return LoadedWeights(state, weights_id, digest, untrained=False, source=str(path))
+    return LoadedWeights(state, weights_id_for(path, digest), digest, untrained=False, source=str(path))
 
 
 def fetch_imagenet_weights(weights_dir: Path | None = None, *, progress: bool = True) -> Path:

@@ -8,25 +8,23 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from resnet_api import __version__
 from resnet_api.inference import preprocess
+from resnet_api.inference.backends import Backend, open_backend
+from resnet_api.inference.backends.loader import default_weights_file
 from resnet_api.inference.batcher import BatchResult, BatchStats, MicroBatcher
+from resnet_api.inference.cache import LruCache, content_key
+from resnet_api.inference.catalog import EMBEDDING_DIM, MODEL_NAME, load_labels
 from resnet_api.inference.errors import InferenceError, NotReady
-from resnet_api.inference.model import (
-    EMBEDDING_DIM,
-    MODEL_NAME,
-    LoadedWeights,
-    ResNet18,
-    build_model,
-    load_labels,
-    resolve_weights,
-)
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
+
+if TYPE_CHECKING:  # torch is imported only by backends that need it
+    from resnet_api.inference.model import LoadedWeights
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +33,13 @@ UNTRAINED_WARNING = (
     "Set RESNET_API_WEIGHTS=imagenet with the official file in place for real predictions."
 )
 
-WeightsLoader = Callable[[Settings], LoadedWeights]
+WeightsLoader = Callable[[Settings], "LoadedWeights"]
 
 
 def load_weights(settings: Settings) -> LoadedWeights:
     """The default weights loader: what the `weights` setting names."""
+    from resnet_api.inference.model import resolve_weights
+
     return resolve_weights(
         settings.weights,
         weights_dir=settings.weights_dir,
@@ -76,6 +76,7 @@ class Timings:
     inference_ms: float
     total_ms: float
     batch_size: int
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,12 @@ class InferenceService:
         self.metrics = metrics or Metrics()
         self.labels = load_labels()
         self._weights_loader = weights_loader
-        self._model: ResNet18 | None = None
+        self._backend: Backend | None = None
+        self._decoding = 0  # requests between upload and queue: the adaptive batch wait waits only for them
+        self.cache: LruCache[tuple[ImageMeta, ModelOutput]] = LruCache(
+            settings.cache_max_entries, settings.cache_max_bytes, _cached_size
+        )
+        self._cache_context = ""
         self._description: ModelDescription | None = None
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="resnet-decode")
         self._batcher: MicroBatcher[np.ndarray, ModelOutput] = MicroBatcher(
@@ -126,7 +132,7 @@ class InferenceService:
             max_wait_s=settings.max_batch_wait_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             on_batch=self._observe_batch,
-            initializer=self._init_model_thread,
+            more_coming=self._more_coming if settings.adaptive_batch_wait else None,
         )
         self.batches_run = 0
 
@@ -134,7 +140,7 @@ class InferenceService:
 
     @property
     def is_ready(self) -> bool:
-        return self._model is not None and self._batcher.accepting
+        return self._backend is not None and self._batcher.accepting
 
     @property
     def description(self) -> ModelDescription:
@@ -148,17 +154,23 @@ class InferenceService:
 
     async def start(self) -> None:
         """Load the weights, build and warm the model, then start taking work."""
-        configure_torch_threads(self.settings)
-        weights = await asyncio.to_thread(self._weights_loader, self.settings)
-        self._model = await asyncio.to_thread(_prepare, build_model(weights))
+        if self.settings.backend == "torch":
+            configure_torch_threads(self.settings)
+        # The default loader's file can be located without torch, which lets ONNX backends skip torch entirely.
+        weights_file = default_weights_file(self.settings) if self._weights_loader is load_weights else None
+        backend, weights = await asyncio.to_thread(
+            open_backend, self.settings, lambda: self._weights_loader(self.settings), weights_file=weights_file
+        )
+        self._backend = backend
+        self._cache_context = f"{weights.sha256}:{backend.name}:{backend.precision}:draft={self.settings.jpeg_draft}"
         self._description = ModelDescription(
             name=MODEL_NAME,
             weights=weights.weights_id,
             weights_sha256=weights.sha256,
             weights_source=weights.source,
             untrained=weights.untrained,
-            backend="torch",
-            precision="fp32",
+            backend=backend.name,
+            precision=backend.precision,
             num_classes=len(self.labels),
             embedding_dim=EMBEDDING_DIM,
             version=__version__,
@@ -168,13 +180,14 @@ class InferenceService:
         if self.settings.warmup:
             sample = np.zeros((3, preprocess.CROP, preprocess.CROP), dtype=np.float32)
             for size in sorted({1, self.settings.max_batch_size}):
-                await self._batcher.run_now([sample] * size)
+                for _ in range(2):  # TorchScript specialises on the second run of a shape
+                    await self._batcher.run_now([sample] * size)
         self.metrics.model_info.info(
             {
                 "name": MODEL_NAME,
                 "weights": weights.weights_id,
-                "backend": "torch",
-                "precision": "fp32",
+                "backend": backend.name,
+                "precision": backend.precision,
                 "untrained": str(weights.untrained).lower(),
                 "version": __version__,
             }
@@ -182,9 +195,11 @@ class InferenceService:
         self._batcher.start()
         self.metrics.ready.set(1)
         log.info(
-            "model ready: %s weights=%s threads=%d batch<=%d wait<=%.1fms",
+            "model ready: %s weights=%s backend=%s/%s threads=%d batch<=%d wait<=%.1fms",
             MODEL_NAME,
             weights.weights_id,
+            backend.name,
+            backend.precision,
             self.settings.torch_threads,
             self.settings.max_batch_size,
             self.settings.max_batch_wait_ms,
@@ -200,28 +215,57 @@ class InferenceService:
 
     async def classify(self, data: bytes, *, top_k: int = 3, min_score: float | None = None) -> Classification:
         started = time.perf_counter()
-        meta, array, decode_s = await self._preprocess(data)
-        result = await self._submit(array)
-        probs = result.value.probabilities
+        meta, output, timings = await self._infer(data, started)
+        probs = output.probabilities
         k = min(top_k, probs.shape[0])
         top = np.argpartition(-probs, k - 1)[:k]
         top = top[np.argsort(-probs[top], kind="stable")]
         predictions = [Prediction(int(i), self.labels[int(i)], float(probs[i])) for i in top]
         if min_score is not None:
             predictions = [p for p in predictions if p.score >= min_score]
-        return Classification(predictions, meta, self._timings(started, decode_s, result))
+        return Classification(predictions, meta, timings)
 
     async def embed(self, data: bytes, *, normalize: bool = True) -> Embedding:
         started = time.perf_counter()
-        meta, array, decode_s = await self._preprocess(data)
-        result = await self._submit(array)
-        vector = result.value.features.astype(np.float64)
+        meta, output, timings = await self._infer(data, started)
+        vector = output.features.astype(np.float64)
         if normalize:
             norm = float(np.linalg.norm(vector))
             vector = vector / norm if norm > 0 else vector
-        return Embedding(vector.tolist(), normalize, meta, self._timings(started, decode_s, result))
+        return Embedding(vector.tolist(), normalize, meta, timings)
 
     # -- internals -------------------------------------------------------------------------------
+
+    async def _infer(self, data: bytes, started: float) -> tuple[ImageMeta, ModelOutput, Timings]:
+        """Decode, batch and run one image, or answer from the result cache."""
+        key = ""
+        if self.cache.enabled:
+            if not self.is_ready:
+                raise NotReady("the model is not ready: retry shortly")
+            key = content_key(data, self._cache_context)
+            hit = self.cache.get(key)
+            self._observe_cache(hit is not None)
+            if hit is not None:
+                self.metrics.images.labels(outcome="ok").inc()
+                total_ms = round((time.perf_counter() - started) * 1000, 3)
+                return hit[0], hit[1], Timings(0.0, 0.0, 0.0, total_ms, 0, cached=True)
+        self._decoding += 1
+        try:
+            meta, array, decode_s = await self._preprocess(data)
+        finally:
+            self._decoding -= 1
+        result = await self._submit(array)
+        if key:
+            self.cache.put(key, (meta, result.value))
+            self.metrics.cache_bytes.set(self.cache.bytes)
+            self.metrics.cache_entries.set(len(self.cache))
+        return meta, result.value, self._timings(started, decode_s, result)
+
+    def _observe_cache(self, hit: bool) -> None:
+        (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
+
+    def _more_coming(self) -> int:
+        return self._decoding
 
     async def _preprocess(self, data: bytes) -> tuple[ImageMeta, np.ndarray, float]:
         if not self.is_ready:
@@ -238,7 +282,7 @@ class InferenceService:
         return ImageMeta(decoded.width, decoded.height, decoded.format), array, elapsed
 
     def _decode(self, data: bytes) -> tuple[preprocess.DecodedImage, np.ndarray]:
-        decoded = preprocess.decode(data, max_pixels=self.settings.max_image_pixels)
+        decoded = preprocess.decode(data, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft)
         return decoded, preprocess.to_array(decoded.image)
 
     async def _submit(self, array: np.ndarray) -> BatchResult[ModelOutput]:
@@ -262,18 +306,11 @@ class InferenceService:
             batch_size=result.batch_size,
         )
 
-    def _init_model_thread(self) -> None:
-        torch.set_num_threads(self.settings.torch_threads)
-
     def _forward(self, arrays: Sequence[np.ndarray]) -> list[ModelOutput]:
         """Runs on the model thread only."""
-        assert self._model is not None
-        batch = torch.from_numpy(np.stack(arrays)).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            features = self._model.features(batch)
-            probs = torch.softmax(self._model.fc(features), dim=1)
-        feats, p = features.numpy(), probs.numpy()
-        return [ModelOutput(feats[i].copy(), p[i].copy()) for i in range(len(arrays))]
+        assert self._backend is not None
+        feats, probs = self._backend.run(np.stack(arrays))
+        return [ModelOutput(feats[i].copy(), probs[i].copy()) for i in range(len(arrays))]
 
     def _observe_batch(self, stats: BatchStats) -> None:
         self.batches_run += 1
@@ -284,13 +321,14 @@ class InferenceService:
         self.metrics.queue_depth.set(self._batcher.depth)
 
 
-def _prepare(model: ResNet18) -> ResNet18:
-    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
-    return model.eval()
+def _cached_size(entry: tuple[ImageMeta, ModelOutput]) -> int:
+    return entry[1].features.nbytes + entry[1].probabilities.nbytes + 256  # plus keys and object overhead
 
 
 def configure_torch_threads(settings: Settings) -> None:
     """Process-wide torch thread counts; inter-op can only be set before any parallel work."""
+    import torch
+
     torch.set_num_threads(settings.torch_threads)
     try:
         torch.set_num_interop_threads(settings.torch_interop_threads)

@@ -1,0 +1,35 @@
+"""The backend contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
+
+import numpy as np
+
+BackendName = Literal["torch", "onnxruntime", "openvino", "int8"]
+BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
+
+
+class Backend(Protocol):
+    """One loaded model. `run` is called from the single model thread only."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def precision(self) -> str: ...
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, 224, 224) float32 -> features (N, 512) and probabilities (N, 1000), float32."""
+        ...
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where the weights came from, known without loading them into torch."""
+
+    weights_id: str
+    sha256: str
+    untrained: bool
+    source: str
