@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 # Bumped when the quantization recipe changes, so cached int8 files are rebuilt.
-RECIPE = "qdq-perchannel-s8s8-minmax-v1"
+RECIPE = "qdq-perchannel-u8s8-minmax-v1"
 
 
 def generated_calibration_images(count: int, seed: int = 0) -> list[bytes]:
@@ -105,7 +105,7 @@ def quantize(fp32_path: Path, out_path: Path, folder: Path | None, limit: int) -
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
