@@ -1,0 +1,425 @@
+"""The benchmark: in-process ceilings, then resnet-api per backend and a Flask baseline over loopback HTTP.
+
+    scripts/bench.sh                 # the full run, about 3-4 minutes; writes bench/results/
+    scripts/bench.sh --quick         # a smoke run, under a minute
+    scripts/bench.sh --backends torch,int8 --duration 5
+
+Everything runs on 127.0.0.1; every phase is bounded in time. Weights are seeded random ones unless
+--weights names a file (speed does not depend on the values). Results: results.md (the table),
+results.json (raw numbers) and chart.png (throughput and p99 per server and concurrency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from loadgen import multipart_request, run_load  # noqa: E402
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "int8")
+
+
+# -- images and weights ---------------------------------------------------------------------------
+
+
+def textured_photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A deterministic stand-in for a photo: smooth colour fields, edges and mild sensor noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(12, 18, 3), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(coarse, "RGB").resize((width, height), Image.Resampling.BICUBIC), np.float32)
+    y, x = np.mgrid[0:height, 0:width]
+    stripes = 20 * np.sin(x / 9.0 + y / 23.0)[..., None]
+    noise = rng.normal(0, 5, size=base.shape)
+    return Image.fromarray(np.clip(base + stripes + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_images() -> dict[str, bytes]:
+    photo = textured_photo(451, 300)
+    return {"451x300": jpeg(photo), "3000x2000": jpeg(photo.resize((3000, 2000), Image.Resampling.BICUBIC))}
+
+
+def make_weights(work: Path) -> Path:
+    path = work / "resnet18-bench-seed0.pth"
+    if not path.is_file():
+        import torch
+
+        from resnet_api.inference.model import random_weights
+
+        torch.save(random_weights(0).state_dict, path)
+    return path
+
+
+# -- phase 1: in-process ceiling ------------------------------------------------------------------
+
+CEILING_CODE = r"""
+import json, sys, time
+import numpy as np
+from pathlib import Path
+from resnet_api.inference import preprocess
+from resnet_api.inference.backends import open_backend
+from resnet_api.inference.backends.loader import default_weights_file
+from resnet_api.settings import Settings
+
+args = json.loads(sys.argv[1])
+settings = Settings(weights=args["weights"], backend=args["backend"])
+def load():
+    from resnet_api.inference.model import load_state_dict_file
+    return load_state_dict_file(Path(args["weights"]))
+backend, _ = open_backend(settings, load, weights_file=default_weights_file(settings))
+out = {"backend": backend.name, "precision": backend.precision, "images": {}}
+for name, path in args["images"].items():
+    data = Path(path).read_bytes()
+    def step(n):
+        arrays = [preprocess.to_array(preprocess.decode(data, max_pixels=10**9, draft=settings.jpeg_draft).image) for _ in range(n)]
+        backend.run(np.stack(arrays))
+    rates = {}
+    for n in args["batch_sizes"]:
+        step(n); step(n)  # warm-up
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < args["seconds"] or done == 0:
+            step(n); done += n
+        rates[n] = done / (time.perf_counter() - started)
+    single = []
+    for _ in range(args["single_runs"]):
+        t = time.perf_counter(); step(1); single.append(time.perf_counter() - t)
+    best = max(rates, key=rates.get)
+    out["images"][name] = {"rates": rates, "best_batch": best, "ceiling": rates[best],
+                           "single_ms": 1000 * float(np.median(single))}
+print(json.dumps(out))
+"""
+
+
+def ceiling(python: str, backend: str, weights: Path, images: dict[str, Path], quick: bool) -> dict[str, Any]:
+    args = {
+        "backend": backend,
+        "weights": str(weights),
+        "images": {k: str(v) for k, v in images.items()},
+        "batch_sizes": [1, 8] if quick else [1, 4, 8, 16],
+        "seconds": 0.3 if quick else 1.5,
+        "single_runs": 3 if quick else 15,
+    }
+    out = subprocess.run(
+        [python, "-c", CEILING_CODE, json.dumps(args)], capture_output=True, text=True, timeout=600, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"ceiling run for {backend} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- phase 2: servers over HTTP -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before becoming ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} not ready after {timeout:.0f}s")
+
+
+def proc_status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cell:
+    server: str
+    image: str
+    concurrency: int
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    peak_rss_mb: float
+
+
+async def sample_rss(pid: int, stop: asyncio.Event, peak: list[int]) -> None:
+    while not stop.is_set():
+        try:
+            peak[0] = max(peak[0], proc_status(pid, "VmRSS"))
+        except OSError:
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), 0.1)
+        except TimeoutError:
+            pass
+
+
+async def measure(
+    server: str, port: int, pid: int, images: dict[str, bytes], concurrencies: list[int], duration: float, warmup: float
+) -> list[Cell]:
+    cells = []
+    for name, data in images.items():
+        payload = multipart_request("/v1/predict", f"127.0.0.1:{port}", f"{name}.jpg", data)
+        for c in concurrencies:
+            stop, peak = asyncio.Event(), [0]
+            sampler = asyncio.create_task(sample_rss(pid, stop, peak))
+            result = await run_load("127.0.0.1", port, payload, c, duration, warmup)
+            stop.set()
+            await sampler
+            cell = Cell(
+                server,
+                name,
+                c,
+                round(result.throughput, 1),
+                round(1000 * result.percentile(50), 1),
+                round(1000 * result.percentile(95), 1),
+                round(1000 * result.percentile(99), 1),
+                result.errors,
+                round(peak[0] / 2**20, 1),
+            )
+            print(f"  {server:<12} {name:<10} c={c:<3} {cell.throughput:7.1f} img/s  p50 {cell.p50_ms:7.1f} ms  "
+                  f"p99 {cell.p99_ms:7.1f} ms  rss {cell.peak_rss_mb:6.1f} MB  errors {cell.errors}", flush=True)
+            cells.append(cell)
+    return cells
+
+
+def run_server(
+    server: str, cmd: list[str], env: dict[str, str], port: int, images: dict[str, bytes], args: argparse.Namespace
+) -> tuple[list[Cell], dict[str, Any]]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        started = time.perf_counter()
+        wait_ready(port, proc, timeout=300)
+        startup_s = time.perf_counter() - started
+        rss_ready = proc_status(proc.pid, "VmRSS")
+        cells = asyncio.run(measure(server, port, proc.pid, images, args.concurrency, args.duration, args.warmup))
+        time.sleep(1.0)  # let the last requests drain
+        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        time.sleep(args.idle)
+        idle_cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
+        extra = {
+            "startup_s": round(startup_s, 1),
+            "rss_ready_mb": round(rss_ready / 2**20, 1),
+            "idle_cpu_percent": round(idle_cpu, 2),
+            "torch_loaded": torch_loaded(proc.pid),
+        }
+        print(f"  {server:<12} startup {extra['startup_s']} s, idle CPU {extra['idle_cpu_percent']} %, "
+              f"torch loaded: {extra['torch_loaded']}", flush=True)
+        return cells, extra
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def torch_loaded(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cpus_usable']} usable CPUs, Python {m['python']}, {m['date']}; "
+        f"load average at start {m['load_average_at_start']} (other processes were running).",
+        f"Command: `{report['command']}`",
+        "",
+        "**In-process ceiling** (decode + preprocess + forward, one thread of work, best batch size):",
+        "",
+        "| backend | precision | image | ceiling img/s | best batch | single image ms |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for c in report["ceilings"]:
+        for name, r in c["images"].items():
+            lines.append(
+                f"| {c['backend']} | {c['precision']} | {name} | {r['ceiling']:.1f} | {r['best_batch']} | {r['single_ms']:.1f} |"
+            )
+    lines += [
+        "",
+        "**Over HTTP** (closed loop, keep-alive, `POST /v1/predict`; Flask: the tutorial server on the same weights):",
+        "",
+        "| server | image | clients | img/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cell in report["cells"]:
+        lines.append(
+            f"| {cell['server']} | {cell['image']} | {cell['concurrency']} | {cell['throughput']:.1f} | {cell['p50_ms']:.1f} "
+            f"| {cell['p95_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['errors']} | {cell['peak_rss_mb']:.0f} |"
+        )
+    lines += ["", "| server | start-up s | RSS when ready MB | idle CPU % | torch loaded |", "|---|---:|---:|---:|---|"]
+    for server, extra in report["servers"].items():
+        lines.append(
+            f"| {server} | {extra['startup_s']} | {extra['rss_ready_mb']:.0f} | {extra['idle_cpu_percent']} | "
+            f"{'yes' if extra['torch_loaded'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = report["cells"]
+    images = list(dict.fromkeys(c["image"] for c in cells))
+    servers = list(dict.fromkeys(c["server"] for c in cells))
+    concs = sorted({c["concurrency"] for c in cells})
+    fig, axes = plt.subplots(2, len(images), figsize=(5.5 * len(images), 6), squeeze=False)
+    width = 0.8 / max(1, len(servers))
+    for col, image in enumerate(images):
+        for row, (key, label) in enumerate((("throughput", "img/s (higher is better)"), ("p99_ms", "p99 ms (lower is better)"))):
+            ax = axes[row][col]
+            for i, server in enumerate(servers):
+                values = [
+                    next((c[key] for c in cells if c["server"] == server and c["image"] == image and c["concurrency"] == k), 0)
+                    for k in concs
+                ]
+                ax.bar(np.arange(len(concs)) + i * width, values, width, label=server)
+            ax.set_xticks(np.arange(len(concs)) + width * (len(servers) - 1) / 2, [f"{k} clients" for k in concs])
+            ax.set_title(f"{image} JPEG: {label}", fontsize=9)
+            if key == "p99_ms":
+                ax.set_yscale("log")
+            ax.tick_params(labelsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"resnet-api vs Flask baseline, {report['machine']['cpus_usable']} CPUs (noisy shared machine)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated resnet-api backends")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measurement per server")
+    parser.add_argument("--no-flask", action="store_true", help="skip the Flask baseline")
+    parser.add_argument("--weights", type=Path, default=None, help="state_dict file (default: seeded random)")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="output folder")
+    parser.add_argument("--quick", action="store_true", help="smoke run: one backend, short cells")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.backends, args.concurrency, args.duration, args.warmup, args.idle = "onnxruntime", "1,8", 1.5, 0.5, 1.0
+    args.backends = [b for b in args.backends.split(",") if b]
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    unknown = set(args.backends) - set(BACKENDS)
+    if unknown:
+        parser.error(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = HERE / ".work"  # weights and the cached ONNX / int8 files, kept between runs
+    work.mkdir(exist_ok=True)
+    weights = args.weights or make_weights(work)
+    images = make_images()
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "command": "scripts/bench.sh " + " ".join(sys.argv[1:] if argv is None else argv),
+        "ceilings": [],
+        "cells": [],
+        "servers": {},
+    }
+    python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="resnet-bench-") as tmp:
+        paths = {}
+        for name, data in images.items():
+            paths[name] = Path(tmp) / f"{name}.jpg"
+            paths[name].write_bytes(data)
+        print("in-process ceilings (this also builds and caches the ONNX and int8 files)", flush=True)
+        for backend in args.backends:
+            result = ceiling(python, backend, weights, paths, args.quick)
+            report["ceilings"].append(result)
+            for name, r in result["images"].items():
+                print(f"  {backend:<12} {name:<10} {r['ceiling']:7.1f} img/s at batch {r['best_batch']}, "
+                      f"single {r['single_ms']:.1f} ms", flush=True)
+
+    print("servers over HTTP", flush=True)
+    servers: list[tuple[str, list[str], dict[str, str]]] = []
+    for backend in args.backends:
+        port = free_port()
+        env = {**os.environ, "RESNET_API_BACKEND": backend, "RESNET_API_WEIGHTS": str(weights),
+               "RESNET_API_PORT": str(port), "RESNET_API_LOG_LEVEL": "warning"}
+        servers.append((f"resnet-api/{backend}", [python, "-m", "resnet_api", "serve"], env | {"_PORT": str(port)}))
+    if not args.no_flask:
+        port = free_port()
+        servers.append(("flask", [python, str(HERE / "flask_baseline.py"), str(weights), str(port)],
+                        {**os.environ, "_PORT": str(port)}))
+    for server, cmd, env in servers:
+        cells, extra = run_server(server, cmd, env, int(env["_PORT"]), images, args)
+        report["cells"] += [asdict(c) for c in cells]
+        report["servers"][server] = extra
+
+    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+    (args.out / "results.md").write_text(markdown(report))
+    chart(report, args.out / "chart.png")
+    print(f"wrote {args.out / 'results.md'}, results.json and chart.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""`bench/run.py --quick` runs end to end: ceilings, resnet-api and the Flask baseline over loopback, the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_table_and_chart(tmp_path: Path) -> None:
+    for module in ("flask", "matplotlib", "onnxruntime"):
+        pytest.importorskip(module, reason="install the accel and bench extras")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    servers = {c["server"] for c in report["cells"]}
+    assert servers == {"resnet-api/onnxruntime", "flask"}
+    assert all(c["throughput"] > 0 and c["errors"] == 0 for c in report["cells"]), report["cells"]
+    assert report["servers"]["resnet-api/onnxruntime"]["torch_loaded"] is False
+    assert report["ceilings"][0]["images"]["451x300"]["ceiling"] > 0
+    table = (tmp_path / "results.md").read_text()
+    assert "| resnet-api/onnxruntime | 451x300 | 8 |" in table
+    assert "| flask | 3000x2000 | 1 |" in table
+    chart = (tmp_path / "chart.png").read_bytes()
+    assert chart.startswith(b"\x89PNG")
+    assert len(chart) < 200_000
