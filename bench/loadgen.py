@@ -60,7 +60,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return int(status), keep
 
 
-async def run_load(host: str, port: int, payload: bytes, concurrency: int, duration: float, warmup: float) -> LoadResult:
+async def run_load(
+    host: str, port: int, payload: bytes, concurrency: int, duration: float, warmup: float
+) -> LoadResult:
     """`concurrency` connections each send requests back to back; only those finishing after `warmup` count."""
     result = LoadResult()
     start = time.perf_counter()

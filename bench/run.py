@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -187,10 +188,8 @@ async def sample_rss(pid: int, stop: asyncio.Event, peak: list[int]) -> None:
             peak[0] = max(peak[0], proc_status(pid, "VmRSS"))
         except OSError:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
-        except TimeoutError:
-            pass
 
 
 async def measure(
@@ -216,8 +215,11 @@ async def measure(
                 result.errors,
                 round(peak[0] / 2**20, 1),
             )
-            print(f"  {server:<12} {name:<10} c={c:<3} {cell.throughput:7.1f} img/s  p50 {cell.p50_ms:7.1f} ms  "
-                  f"p99 {cell.p99_ms:7.1f} ms  rss {cell.peak_rss_mb:6.1f} MB  errors {cell.errors}", flush=True)
+            print(
+                f"  {server:<12} {name:<10} c={c:<3} {cell.throughput:7.1f} img/s  p50 {cell.p50_ms:7.1f} ms  "
+                f"p99 {cell.p99_ms:7.1f} ms  rss {cell.peak_rss_mb:6.1f} MB  errors {cell.errors}",
+                flush=True,
+            )
             cells.append(cell)
     return cells
 
@@ -242,8 +244,11 @@ def run_server(
             "idle_cpu_percent": round(idle_cpu, 2),
             "torch_loaded": torch_loaded(proc.pid),
         }
-        print(f"  {server:<12} startup {extra['startup_s']} s, idle CPU {extra['idle_cpu_percent']} %, "
-              f"torch loaded: {extra['torch_loaded']}", flush=True)
+        print(
+            f"  {server:<12} startup {extra['startup_s']} s, idle CPU {extra['idle_cpu_percent']} %, "
+            f"torch loaded: {extra['torch_loaded']}",
+            flush=True,
+        )
         return cells, extra
     finally:
         proc.terminate()
@@ -266,7 +271,11 @@ def torch_loaded(pid: int) -> bool:
 
 def machine() -> dict[str, Any]:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
         platform.processor(),
     )
     return {
@@ -329,11 +338,20 @@ def chart(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, len(images), figsize=(5.5 * len(images), 6), squeeze=False)
     width = 0.8 / max(1, len(servers))
     for col, image in enumerate(images):
-        for row, (key, label) in enumerate((("throughput", "img/s (higher is better)"), ("p99_ms", "p99 ms (lower is better)"))):
+        for row, (key, label) in enumerate(
+            (("throughput", "img/s (higher is better)"), ("p99_ms", "p99 ms (lower is better)"))
+        ):
             ax = axes[row][col]
             for i, server in enumerate(servers):
                 values = [
-                    next((c[key] for c in cells if c["server"] == server and c["image"] == image and c["concurrency"] == k), 0)
+                    next(
+                        (
+                            c[key]
+                            for c in cells
+                            if c["server"] == server and c["image"] == image and c["concurrency"] == k
+                        ),
+                        0,
+                    )
                     for k in concs
                 ]
                 ax.bar(np.arange(len(concs)) + i * width, values, width, label=server)
@@ -343,7 +361,9 @@ def chart(report: dict[str, Any], path: Path) -> None:
                 ax.set_yscale("log")
             ax.tick_params(labelsize=8)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"resnet-api vs Flask baseline, {report['machine']['cpus_usable']} CPUs (noisy shared machine)", fontsize=10)
+    fig.suptitle(
+        f"resnet-api vs Flask baseline, {report['machine']['cpus_usable']} CPUs (noisy shared machine)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)
@@ -395,20 +415,33 @@ def main(argv: list[str] | None = None) -> int:
             result = ceiling(python, backend, weights, paths, args.quick)
             report["ceilings"].append(result)
             for name, r in result["images"].items():
-                print(f"  {backend:<12} {name:<10} {r['ceiling']:7.1f} img/s at batch {r['best_batch']}, "
-                      f"single {r['single_ms']:.1f} ms", flush=True)
+                print(
+                    f"  {backend:<12} {name:<10} {r['ceiling']:7.1f} img/s at batch {r['best_batch']}, "
+                    f"single {r['single_ms']:.1f} ms",
+                    flush=True,
+                )
 
     print("servers over HTTP", flush=True)
     servers: list[tuple[str, list[str], dict[str, str]]] = []
     for backend in args.backends:
         port = free_port()
-        env = {**os.environ, "RESNET_API_BACKEND": backend, "RESNET_API_WEIGHTS": str(weights),
-               "RESNET_API_PORT": str(port), "RESNET_API_LOG_LEVEL": "warning"}
+        env = {
+            **os.environ,
+            "RESNET_API_BACKEND": backend,
+            "RESNET_API_WEIGHTS": str(weights),
+            "RESNET_API_PORT": str(port),
+            "RESNET_API_LOG_LEVEL": "warning",
+        }
         servers.append((f"resnet-api/{backend}", [python, "-m", "resnet_api", "serve"], env | {"_PORT": str(port)}))
     if not args.no_flask:
         port = free_port()
-        servers.append(("flask", [python, str(HERE / "flask_baseline.py"), str(weights), str(port)],
-                        {**os.environ, "_PORT": str(port)}))
+        servers.append(
+            (
+                "flask",
+                [python, str(HERE / "flask_baseline.py"), str(weights), str(port)],
+                {**os.environ, "_PORT": str(port)},
+            )
+        )
     for server, cmd, env in servers:
         cells, extra = run_server(server, cmd, env, int(env["_PORT"]), images, args)
         report["cells"] += [asdict(c) for c in cells]

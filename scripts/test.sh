@@ -2,8 +2,8 @@
 # Install what is needed and run every check: lint, types, the whole pytest suite. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh test
-.venv/bin/ruff check src tests
-.venv/bin/ruff format --check src tests
+scripts/setup.sh test,accel,bench
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
