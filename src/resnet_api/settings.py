@@ -118,8 +118,8 @@ class Settings(BaseSettings):
     backend: Literal["torch", "onnxruntime", "openvino", "int8"] = "torch"
     """Model runtime: `torch` (reference), `onnxruntime`, `openvino` or `int8` (ONNX Runtime static int8)."""
 
-    torch_jit: bool = True
-    """`torch` backend: freeze the model with TorchScript (faster, within 1e-6 of eager)."""
+    torch_fold_bn: bool = True
+    """`torch` backend: fold batch norm into the convolutions (faster, within 1e-6 of the unfolded model)."""
 
     openvino_precision: Literal["fp32", "bf16"] = "fp32"
     """`openvino` backend: inference precision; `bf16` runs only on CPUs that support it (else fp32)."""

@@ -4,7 +4,7 @@ Agreement is measured on logits (features @ fc.weight.T + fc.bias, from the back
 the features themselves and the probabilities. Thresholds per backend:
 
 | backend            | logits cosine | top-1 agreement | top-1 in reference top-5 | max abs diff, probabilities | max abs diff, features |
-| torch (TorchScript)| >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
+| torch (BN folded)  | >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
 | onnxruntime fp32   | >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
 | openvino fp32      | >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
 | int8               | >= 0.999      | >= 60%          | 100%                     | <= 0.05                     | (not bounded)          |
@@ -69,7 +69,7 @@ def images() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def eager(weights_file: Path) -> TorchBackend:
-    return TorchBackend(load_state_dict_file(weights_file), threads=2, jit=False)
+    return TorchBackend(load_state_dict_file(weights_file), threads=2, fold_bn=False)
 
 
 def build(name: str, weights_file: Path, cache_dir: Path) -> Backend:
@@ -150,3 +150,19 @@ asyncio.run(main())
     backend, precision, _, torch_loaded = out.stdout.split()
     assert (backend, precision) == ("onnxruntime", "fp32")
     assert torch_loaded == "False", out.stderr
+
+
+def test_batch_norm_folding_removes_every_batch_norm(weights_file: Path, images: np.ndarray) -> None:
+    import torch
+
+    from resnet_api.inference.backends.torch_backend import fold_batch_norm
+    from resnet_api.inference.model import build_model
+
+    weights = load_state_dict_file(weights_file)
+    reference, folded = build_model(weights), build_model(weights)
+    fold_batch_norm(folded)
+    assert not [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in reference.modules()) == 20
+    x = torch.from_numpy(images[:4])
+    with torch.inference_mode():
+        np.testing.assert_allclose(folded(x).numpy(), reference(x).numpy(), atol=1e-4)

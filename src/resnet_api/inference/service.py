@@ -182,8 +182,7 @@ class InferenceService:
         if self.settings.warmup:
             sample = np.zeros((3, preprocess.CROP, preprocess.CROP), dtype=np.float32)
             for size in sorted({1, self.settings.max_batch_size}):
-                for _ in range(2):  # TorchScript specialises on the second run of a shape
-                    await self._batcher.run_now([sample] * size)
+                await self._batcher.run_now([sample] * size)
         self.metrics.model_info.info(
             {
                 "name": MODEL_NAME,

@@ -60,7 +60,7 @@ def open_backend(
         from resnet_api.inference.backends.torch_backend import TorchBackend
 
         weights = load_weights()
-        return TorchBackend(weights, threads=threads, jit=settings.torch_jit), _info(weights)
+        return TorchBackend(weights, threads=threads, fold_bn=settings.torch_fold_bn), _info(weights)
 
     onnx_path, info = _onnx_model(settings, load_weights, weights_file)
     from resnet_api.inference.backends.onnx_backends import OnnxRuntimeBackend, OpenVinoBackend

@@ -1,4 +1,9 @@
-"""The reference backend: eager ResNet-18 frozen with TorchScript, channels-last, fp32."""
+"""The reference backend: eager ResNet-18, batch norm folded into the convolutions, channels-last, fp32.
+
+Folding removes a memory pass per layer and stays within 1e-6 of the unfolded model. TorchScript freezing
+does the same fold but specialises on input shapes, and the micro-batcher's varying batch sizes make it
+re-optimise (a single image took up to a second after a batch of 16 in our runs), so plain eager it is.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ import warnings
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from resnet_api.inference.model import LoadedWeights, ResNet18, build_model
+from resnet_api.inference.model import BasicBlock, LoadedWeights, ResNet18, build_model
 
 
 class FeaturesAndProbabilities(nn.Module):
@@ -27,16 +33,13 @@ class TorchBackend:
     name = "torch"
     precision = "fp32"
 
-    def __init__(self, weights: LoadedWeights, *, threads: int, jit: bool = True) -> None:
+    def __init__(self, weights: LoadedWeights, *, threads: int, fold_bn: bool = True) -> None:
         self._threads = threads
-        module = FeaturesAndProbabilities(build_model(weights)).eval()
-        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
-        self._module: nn.Module | torch.jit.ScriptModule = module
-        if jit:
-            # Freezing folds batch norm into the convolutions: ~1.3x faster, within 1e-6 of eager.
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._module = torch.jit.freeze(torch.jit.script(module))
+        model = build_model(weights)
+        if fold_bn:
+            fold_batch_norm(model)
+        self._module = FeaturesAndProbabilities(model).eval()
+        self._module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if torch.get_num_threads() != self._threads:  # the setting is per OpenMP thread team
@@ -45,6 +48,24 @@ class TorchBackend:
         with torch.inference_mode():
             features, probabilities = self._module(x)
         return features.numpy(), probabilities.numpy()
+
+
+def fold_batch_norm(model: ResNet18) -> None:
+    """Replace every conv + batch norm pair by one conv with a bias (eval mode only), in place."""
+    model.conv1 = fuse_conv_bn_eval(model.conv1, model.bn1)
+    model.bn1 = nn.Identity()  # type: ignore[assignment]
+    for block in model.modules():
+        if not isinstance(block, BasicBlock):
+            continue
+        block.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
+        block.bn1 = nn.Identity()  # type: ignore[assignment]
+        block.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
+        block.bn2 = nn.Identity()  # type: ignore[assignment]
+        if isinstance(block.downsample, nn.Sequential):
+            conv, bn = block.downsample[0], block.downsample[1]
+            assert isinstance(conv, nn.Conv2d)
+            assert isinstance(bn, nn.BatchNorm2d)
+            block.downsample = nn.Sequential(fuse_conv_bn_eval(conv, bn))
 
 
 def export_onnx(weights: LoadedWeights, path: str) -> None:
