@@ -18,6 +18,7 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_cpu_mem_arena = False
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # No busy-waiting between batches: the decode threads need those cores, and idle CPU stays at zero.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
