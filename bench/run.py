@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -384,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="output folder")
     parser.add_argument("--quick", action="store_true", help="smoke run: one backend, short cells")
     args = parser.parse_args(argv)
+    # A plain `kill` still runs the finally blocks that stop the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.backends, args.concurrency, args.duration, args.warmup, args.idle = "onnxruntime", "1,8", 1.5, 0.5, 1.0
     args.backends = [b for b in args.backends.split(",") if b]
