@@ -15,6 +15,7 @@ from resnet_api.api.errors import install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
 from resnet_api.api.routes import health, model, predict
 from resnet_api.api.routes import metrics as metrics_route
+from resnet_api.api.ui import StaticUI
 from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
@@ -27,6 +28,7 @@ Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline
 * `POST /v1/predict` — top-k classes of one image (multipart field `file`)
 * `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated)
 * `POST /v1/embed` — the 512-d feature vector of an image
+* `GET /` — the Web UI (drag-and-drop, batch grid, live camera)
 * `GET /livez`, `GET /readyz`, `GET /metrics` — for orchestrators and Prometheus
 
 Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.
@@ -94,6 +96,8 @@ def create_app(
     install_error_handlers(app)
     for router in (predict.router, model.router, health.router, metrics_route.router):
         app.include_router(router)
+    # Last, so API routes win; a Mount is not an APIRoute, so the UI stays out of the OpenAPI schema.
+    app.router.routes.append(StaticUI())
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
