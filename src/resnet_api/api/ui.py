@@ -12,7 +12,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 class StaticUI(Mount):
-    """A mount at `/` that claims only GET/HEAD requests for files the UI ships (and `/` for index.html).
+    """A mount at `/` that claims only the files the UI ships (and `/` for index.html).
 
     A plain `Mount("/")` matches every path, so `GET /v1/predict` would answer 404 instead of 405 and
     `POST /nope` 405 instead of 404; matching only known files keeps the API's answers unchanged.
@@ -24,9 +24,11 @@ class StaticUI(Mount):
         self.files = frozenset(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+        relative = scope.get("path", "").lstrip("/")
+        if scope["type"] != "http" or (relative and relative not in self.files):
             return Match.NONE, {}
-        relative = scope["path"].lstrip("/")
-        if relative and relative not in self.files:
-            return Match.NONE, {}
-        return super().matches(scope)
+        match, child_scope = super().matches(scope)
+        if match is Match.FULL and scope["method"] not in ("GET", "HEAD"):
+            # Like a route with the wrong method: used (405) only if no API route matches fully.
+            return Match.PARTIAL, child_scope
+        return match, child_scope

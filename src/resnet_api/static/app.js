@@ -125,6 +125,9 @@ function predictBatch(files) {
   return post(`v1/predict/batch?top_k=${state.topK}`, form);
 }
 
+// Worth another try: the server was busy, unreachable or failed; a bad file stays bad.
+const retryable = (error) => error.status === 0 || error.status === 503 || error.status >= 500;
+
 function errorMessage(error) {
   if (error.code === "timeout") return t("error.timeout");
   if (error.status === 0) return t("error.network");
@@ -248,7 +251,7 @@ function fileIcon() {
 
 function itemBody(item, index, compact) {
   if (item.status === "pending") return spinner();
-  if (item.status === "error") return errorBox(item.error, () => retryOne(index));
+  if (item.status === "error") return errorBox(item.error, retryable(item.error) ? () => retryOne(index) : null);
   const d = item.data;
   return h(
     "div",
