@@ -438,23 +438,24 @@ async function cameraLoop() {
   const cam = state.camera;
   const video = $("#video");
   const canvas = document.createElement("canvas");
-  let lastDone = performance.now();
+  let lastSent = null;
   while (cam.running) {
     const started = performance.now();
     if (!video.videoWidth || document.hidden) {
       await sleep(100);
       continue;
     }
+    // The rate is measured between frames sent, which the loop keeps at most 1000 / FRAME_INTERVAL_MS a second.
+    const interval = lastSent === null ? null : started - lastSent;
+    lastSent = started;
     const blob = await grabFrame(video, canvas);
     const r = blob ? await predictOne(blob, "frame.jpg") : null;
     if (!cam.running) break;
     let wait = FRAME_INTERVAL_MS - (performance.now() - started);
     if (r && r.ok) {
-      const now = performance.now();
       cam.preds = r.data.predictions;
       cam.ms = r.rtt;
-      cam.fps = 0.7 * cam.fps + 0.3 * (1000 / Math.max(1, now - lastDone));
-      lastDone = now;
+      if (interval !== null) cam.fps = cam.fps ? 0.7 * cam.fps + 0.3 * (1000 / interval) : 1000 / interval;
       cam.error = null;
     } else if (r) {
       cam.error = r.error;
