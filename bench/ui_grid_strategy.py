@@ -123,6 +123,9 @@ def main() -> int:
         "reps": args.reps,
         "cpus": os.cpu_count(),
         "median_ms": {name: median(values) for name, values in raw.items()},
+        # Paired per repetition, so machine noise that hits both alike cancels out.
+        "batch_faster_in_reps": sum(b < p for b, p in zip(raw["batch8"], raw["parallel8"], strict=True)),
+        "median_parallel_minus_batch_ms": median([p - b for b, p in zip(raw["batch8"], raw["parallel8"], strict=True)]),
     }
     print(json.dumps(result, indent=2))
     out = ROOT / "bench" / "results" / "ui_grid_strategy.json"
