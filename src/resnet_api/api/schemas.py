@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import base64
+import binascii
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 
 class Problem(BaseModel):
@@ -150,3 +155,77 @@ class ModelInfo(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str = Field(examples=["ok"])
+
+
+# --- request bodies: multipart and JSON alternatives (issue 7) ---
+
+# An 8x8 orange PNG: small enough for the docs, and a real image, so "Try it out" works.
+EXAMPLE_PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UaHBgA0wMeAAg1MCAB4nAXgllso1AAAAAElFTkSuQmCC"
+)
+_DATA_URL_PREFIX = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+def _decode_base64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("expected the image as a base64 string")
+    text = "".join(_DATA_URL_PREFIX.sub("", value, count=1).split())
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not valid base64 ({exc})") from None
+
+
+# Decoded while the body is validated, so bad base64 is a 422 that points at the field.
+Base64Image = Annotated[
+    bytes, PlainValidator(_decode_base64), WithJsonSchema({"type": "string", "contentEncoding": "base64"})
+]
+
+
+class ImageUpload(BaseModel):
+    """Multipart body with one image."""
+
+    file: bytes = Field(description="The image: JPEG, PNG, GIF (first frame), WebP or BMP")
+
+
+class BatchUpload(BaseModel):
+    """Multipart body with several images (repeat the `files` field)."""
+
+    files: list[bytes] = Field(description="The images, in order")
+
+
+class ImageJSON(BaseModel):
+    """JSON body with one image, base64-encoded, for clients that handle multipart badly."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"image": EXAMPLE_PNG_BASE64, "filename": "orange.png"}]},
+    )
+
+    image: Base64Image = Field(
+        description=(
+            "The image file's bytes in base64 (standard alphabet; padding, line breaks and a "
+            "`data:image/...;base64,` prefix are accepted). Same limits as a multipart upload."
+        )
+    )
+    filename: str | None = Field(default=None, max_length=1024, description="Echoed back in batch results")
+
+
+class BatchJSON(BaseModel):
+    """JSON body with several images, each base64-encoded."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "images": [
+                        {"image": EXAMPLE_PNG_BASE64, "filename": "a.png"},
+                        {"image": EXAMPLE_PNG_BASE64, "filename": "b.png"},
+                    ]
+                }
+            ]
+        },
+    )
+
+    images: list[ImageJSON] = Field(description="The images, in order")
