@@ -105,6 +105,45 @@ class BatchItem(BaseModel):
 
 
 class BatchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "index": 0,
+                            "filename": "cat.jpg",
+                            "ok": True,
+                            "predictions": [{"index": 281, "label": "tabby", "score": 0.62}],
+                            "image": {"width": 640, "height": 480, "format": "JPEG"},
+                            "timings": {
+                                "decode_ms": 4.1,
+                                "queue_ms": 0.3,
+                                "inference_ms": 14.8,
+                                "total_ms": 19.6,
+                                "batch_size": 2,
+                            },
+                        },
+                        {
+                            "index": 1,
+                            "filename": "notes.txt",
+                            "ok": False,
+                            "error": {
+                                "type": "https://resnet-api.dev/problems/unsupported_media_type",
+                                "title": "Unsupported image type",
+                                "status": 415,
+                                "detail": "not a recognised image: send a JPEG, PNG, GIF, WebP or BMP file",
+                                "code": "unsupported_media_type",
+                            },
+                        },
+                    ],
+                    "model": {"name": "resnet18", "weights": "IMAGENET1K_V1", "untrained": False},
+                    "total_ms": 21.7,
+                }
+            ]
+        }
+    )
+
     results: list[BatchItem]
     model: ModelRef
     total_ms: float
@@ -112,6 +151,27 @@ class BatchResponse(BaseModel):
 
 
 class EmbedResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "embedding": [0.0132, 0.0871, 0.0, 0.0415],
+                    "dim": 512,
+                    "normalized": True,
+                    "model": {"name": "resnet18", "weights": "IMAGENET1K_V1", "untrained": False},
+                    "image": {"width": 640, "height": 480, "format": "JPEG"},
+                    "timings": {
+                        "decode_ms": 4.1,
+                        "queue_ms": 0.3,
+                        "inference_ms": 14.8,
+                        "total_ms": 19.6,
+                        "batch_size": 1,
+                    },
+                }
+            ]
+        }
+    )
+
     embedding: list[float] = Field(description="512-d pooled ResNet-18 features (input of the final layer)")
     dim: int = Field(examples=[512])
     normalized: bool = Field(description="True when L2-normalised")
@@ -122,6 +182,10 @@ class EmbedResponse(BaseModel):
 
 
 class LabelsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"count": 1000, "labels": ["tench", "goldfish", "great white shark"]}]}
+    )
+
     count: int = Field(examples=[1000])
     labels: list[str] = Field(description="Class names; a prediction's index points into this list")
 
@@ -139,6 +203,26 @@ class BatchingInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "resnet18",
+                    "weights": "IMAGENET1K_V1",
+                    "weights_sha256": "f37072fd47e89c7e827621d6eb2ab6b0bb6a3fb5d2f1f0a6d1e3b4e6c2f3a1b0",
+                    "untrained": False,
+                    "backend": "torch",
+                    "precision": "fp32",
+                    "num_classes": 1000,
+                    "embedding_dim": 512,
+                    "threads": {"torch_intra_op": 4, "torch_inter_op": 1, "decode_workers": 4},
+                    "batching": {"max_batch_size": 16, "max_batch_wait_ms": 2.0, "max_queue_size": 128},
+                    "version": "0.1.0",
+                }
+            ]
+        }
+    )
+
     name: str = Field(examples=["resnet18"])
     weights: str = Field(examples=["IMAGENET1K_V1"])
     weights_sha256: str
@@ -154,6 +238,8 @@ class ModelInfo(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: str = Field(examples=["ok"])
 
 

@@ -116,9 +116,12 @@ async def ready(request: Request) -> Response:
 
 @router.get("/models/{model_name}/ready", operation_id="v2_model_ready")
 @router.get("/models/{model_name}/versions/{model_version}/ready", operation_id="v2_model_version_ready")
-async def model_ready(service: ServiceDep, model_name: str, model_version: str | None = None) -> Response:
+async def model_ready(request: Request, model_name: str, model_version: str | None = None) -> Response:
+    service: InferenceService | None = getattr(request.app.state, "service", None)
+    if service is None or not service.is_ready:
+        return Response(status_code=400)
     _check_model(service, model_name, model_version)
-    return Response(status_code=200 if service.is_ready else 400)
+    return Response(status_code=200)
 
 
 @router.get("/models/{model_name}", operation_id="v2_model_metadata")
