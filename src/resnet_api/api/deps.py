@@ -97,13 +97,13 @@ BodyModel = TypeVar("BodyModel", bound=BaseModel)
 def request_kind(request: Request) -> Literal["multipart", "json"]:
     """Which of the two documented bodies this is, from Content-Type; anything else is a 415."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type == "multipart/form-data":
+    if media_type in ("multipart/form-data", ""):  # no Content-Type: nothing sent, the 422 names the missing field
         return "multipart"
     if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
         return "json"
     raise HTTPException(
         415,
-        f"Content-Type {media_type or '(none)'} is not accepted: send multipart/form-data with the image file(s), "
+        f"Content-Type {media_type} is not accepted: send multipart/form-data with the image file(s), "
         "or application/json with base64-encoded image(s)",
     )
 
