@@ -247,3 +247,9 @@ async def test_before_start_up_readiness_fails_and_infer_asks_to_retry(settings:
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == str(settings.retry_after_seconds)
     assert "loading" in answer.json()["error"]
+
+
+def test_unknown_v2_paths_are_protocol_404s(http: httpx.Client) -> None:
+    answer = http.get("/v2/models/resnet18/config")
+    assert answer.status_code == 404
+    assert "not offered" in answer.json()["error"]

@@ -161,8 +161,16 @@ async def infer(
     if len(infer_request.inputs) != 1:
         raise ProtocolError(f"send exactly one input: '{IMAGE_INPUT}' (BYTES) or '{TENSOR_INPUT}' (FP32)")
     [tensor_input], [raw] = infer_request.inputs, take_binary(tail, sizes)
+    plan = _output_plan(infer_request)  # checked before the model runs
     outputs = await _run(service, settings.max_batch_files, settings.max_upload_bytes, tensor_input, raw)
-    return _respond(service, infer_request, outputs)
+    return _respond(service, infer_request, plan, outputs)
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE"], operation_id="v2_not_found")
+async def not_found(path: str) -> Response:
+    raise ProtocolError(
+        f"/v2/{path} is not offered: this server implements health, server and model metadata, and infer", 404
+    )
 
 
 def _summary(exc: ValidationError) -> str:
@@ -232,28 +240,39 @@ def _b64(item: Any, index: int) -> bytes:
         raise ProtocolError(f"'{IMAGE_INPUT}' element {index} is not valid base64") from None
 
 
-def _respond(service: InferenceService, req: InferenceRequest, outputs: list[ModelOutput]) -> Response:
+def _output_plan(req: InferenceRequest) -> list[tuple[str, int, bool]]:
+    """(name, classification k or 0, binary?) per requested output; all outputs when none is named."""
     requested = req.outputs or [RequestOutput(name=PROBABILITIES), RequestOutput(name=FEATURES)]
     all_binary = req.parameters.get("binary_data_output") is True
-    tensors: list[ResponseOutput] = []
-    blobs: list[bytes] = []
+    plan = []
     for out in requested:
-        values = _output_values(out.name, outputs)
+        if out.name not in (PROBABILITIES, FEATURES):
+            raise ProtocolError(f"unexpected inference output '{out.name}': expected '{PROBABILITIES}' or '{FEATURES}'")
         k = out.parameters.get("classification", 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ProtocolError(f"classification of output '{out.name}' must be a non-negative integer, got {k!r}")
-        binary = out.parameters.get("binary_data", all_binary) is True
+        if k and out.name != PROBABILITIES:
+            raise ProtocolError(f"classification is only offered on '{PROBABILITIES}'")
+        plan.append((out.name, k, out.parameters.get("binary_data", all_binary) is True))
+    return plan
+
+
+def _respond(
+    service: InferenceService, req: InferenceRequest, plan: list[tuple[str, int, bool]], outputs: list[ModelOutput]
+) -> Response:
+    tensors: list[ResponseOutput] = []
+    blobs: list[bytes] = []
+    for name, k, binary in plan:
+        values = _output_values(name, outputs)
+        data: list[Any]
         if k:
-            if out.name != PROBABILITIES:
-                raise ProtocolError(f"classification is only offered on '{PROBABILITIES}'")
             labels = classification_strings(values, k, service.labels)
-            shape = [len(labels), len(labels[0])]
             flat = [s for row in labels for s in row]
-            tensor = ResponseOutput(name=out.name, datatype="BYTES", shape=shape)
+            tensor = ResponseOutput(name=name, datatype="BYTES", shape=[len(labels), len(labels[0])])
             payload = encode_bytes_elements([s.encode() for s in flat]) if binary else None
-            data: list[Any] = flat
+            data = flat
         else:
-            tensor = ResponseOutput(name=out.name, datatype="FP32", shape=list(values.shape))
+            tensor = ResponseOutput(name=name, datatype="FP32", shape=list(values.shape))
             payload = values.astype("<f4").tobytes() if binary else None
             data = values.reshape(-1).tolist()
         if payload is not None:
@@ -275,11 +294,8 @@ def _respond(service: InferenceService, req: InferenceRequest, outputs: list[Mod
 
 
 def _output_values(name: str, outputs: list[ModelOutput]) -> np.ndarray:
-    if name == PROBABILITIES:
-        return np.stack([o.probabilities for o in outputs]).astype(np.float32)
-    if name == FEATURES:
-        return np.stack([o.features for o in outputs]).astype(np.float32)
-    raise ProtocolError(f"unexpected inference output '{name}': expected '{PROBABILITIES}' or '{FEATURES}'")
+    rows = [o.probabilities if name == PROBABILITIES else o.features for o in outputs]
+    return np.stack(rows).astype(np.float32)
 
 
 def classification_strings(probabilities: np.ndarray, k: int, labels: list[str]) -> list[list[str]]:
