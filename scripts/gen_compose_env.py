@@ -81,11 +81,9 @@ def env_value(value: Any) -> str | None:
 def _line(name: str, value: str | None, *, tunable: bool) -> str:
     if value is None:
         return f"  # {name}: unset by default\n"
-    if tunable and "}" not in value and "$" not in value:
-        value = f"${{{name}:-{value}}}"
-    else:
-        value = value.replace("$", "$$")
-    return f"  {name}: {json.dumps(value)}\n"
+    # `${NAME:-default}` lets the shell or an .env file override; compose cannot nest braces in a default.
+    shown = f"${{{name}:-{value}}}" if tunable and "}" not in value and "$" not in value else value.replace("$", "$$")
+    return f"  {name}: {json.dumps(shown)}\n"
 
 
 def render_block(cpus: int, image_env: dict[str, str]) -> str:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import dockerfile
 import pytest
 import yaml
+from deployfiles import PREFIX, ROOT, load_module
 
 from resnet_api.app import create_app
-from deployfiles import PREFIX, ROOT, load_module
 from resnet_api.settings import Settings
-
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +52,12 @@ def routes() -> set[str]:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No RESNET_API_* variable of the developer's shell leaks into Settings()."""
     for name in list(os.environ):
         if name.startswith(PREFIX):
             monkeypatch.delenv(name)
-    yield monkeypatch
+    return monkeypatch
 
 
 @pytest.fixture

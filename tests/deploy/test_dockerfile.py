@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import dockerfile
-import pytest
+from deployfiles import PREFIX, ROOT, dockerignored, load_module, setting_env_names
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from resnet_api import cli
 from resnet_api.settings import Settings
-
-from deployfiles import PREFIX, ROOT, dockerignored, load_module, setting_env_names
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -54,7 +52,9 @@ def test_hadolint_finds_nothing() -> None:
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN apt-get install curl\nCMD resnet-api serve\n")
-    result = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode != 0
     assert "DL3007" in result.stdout  # :latest
 
@@ -147,7 +147,9 @@ def test_torch_is_the_pinned_cpu_build() -> None:
 
 def test_base_image_python_satisfies_requires_python() -> None:
     commands = dockerfile.parse_file(str(DOCKERFILE))
-    args = {c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in commands if c.cmd == "ARG" and "=" in c.value[0]}
+    args = {
+        c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in commands if c.cmd == "ARG" and "=" in c.value[0]
+    }
     image = args["PYTHON_IMAGE"]
     version = re.match(r"python:(\d+\.\d+)", image)
     assert version, image
@@ -175,7 +177,13 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_else() -> None:
         files = [p for p in path.rglob("*") if p.is_file() and not _build_litter(p)] if path.is_dir() else [path]
         for file in files:
             assert not dockerignored(str(file.relative_to(ROOT)), rules), f"{file} is copied but .dockerignore drops it"
-    for unwanted in [".venv/bin/python", ".git/HEAD", "tests/conftest.py", "resnet18-f37072fd.pth", "docker-compose.yml"]:
+    for unwanted in [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/conftest.py",
+        "resnet18-f37072fd.pth",
+        "docker-compose.yml",
+    ]:
         assert dockerignored(unwanted, rules), unwanted
     assert dockerignored("src/resnet_api/__pycache__/app.cpython-311.pyc", rules)
     assert dockerignored("src/resnet_api.egg-info/PKG-INFO", rules)
