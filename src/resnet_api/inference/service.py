@@ -46,6 +46,7 @@ def load_weights(settings: Settings) -> LoadedWeights:
         allow_download=settings.allow_download,
         seed=settings.random_seed,
         fallback_to_random=settings.fallback_to_random,
+        url=settings.weights_url,
     )
 
 
