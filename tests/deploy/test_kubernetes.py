@@ -171,5 +171,10 @@ def test_service_hpa_and_pdb_select_the_deployment(deployment: dict[str, Any], c
 
 def test_readme_commands_name_real_files() -> None:
     readme = (ROOT / "README.md").read_text()
-    for path in set(re.findall(r"kubectl apply -[fk] (\S+)", readme)):
+    paths = set(re.findall(r"kubectl apply -[fk] ([^\s`]+)", readme))
+    assert "deploy/kubernetes/" in paths
+    for path in paths - {"."}:
         assert (ROOT / path).exists(), path
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for name in re.findall(r"kustomize edit set image ([\w.-]+)=", readme):
+        assert name in {image["name"] for image in kustomization["images"]}
