@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
+import sys
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 
@@ -21,6 +23,14 @@ def load_module(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def tool(name: str) -> str:
+    """A command-line tool installed by a test dependency, beside this Python first."""
+    beside_python = Path(sys.executable).parent / name
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
+    assert found, f"{name} is missing: `scripts/setup.sh test` installs it"
+    return found
 
 
 def setting_env_names() -> set[str]:

