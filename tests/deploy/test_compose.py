@@ -110,6 +110,12 @@ def test_environment_yields_the_image_defaults(
     assert resolve(api_environment(compose, service)["OMP_NUM_THREADS"]) == str(cpus)
 
 
+def test_the_settings_prefix_is_kept_for_settings(compose_text: str) -> None:
+    interpolated = set(re.findall(r"\$\{([A-Z0-9_]+)", compose_text))
+    strays = {name for name in interpolated if name.startswith(PREFIX)} - setting_env_names()
+    assert not strays, f"{sorted(strays)} look like settings but are not: use another prefix"
+
+
 def test_image_pinned_settings_are_not_overridable_from_the_shell(
     compose: dict[str, Any], image_env: dict[str, str]
 ) -> None:
@@ -133,7 +139,7 @@ def test_api_service_hardening_health_and_limits(
     limits = svc["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) >= 1
     assert memory_bytes(limits["memory"]) >= 1024**3, "about 575 MiB peak was measured; keep headroom"
-    assert svc["deploy"]["resources"]["reservations"]["cpus"] == limits["cpus"]
+    assert svc["deploy"]["resources"]["reservations"]["memory"] == limits["memory"]
     # Stopping: uvicorn's graceful shutdown must fit in the grace period before Docker's SIGKILL.
     assert seconds(svc["stop_grace_period"]) > serve_call["timeout_graceful_shutdown"]
 
@@ -149,8 +155,7 @@ def test_api_publishes_the_service_port(compose: dict[str, Any], image_env: dict
     assert "ports" not in compose["services"]["api-replica"], "replicas are reached through the proxy"
 
 
-def test_profiles() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def test_profiles(compose: dict[str, Any]) -> None:
     profiles: dict[str, set[str]] = {}
     for name, svc in compose["services"].items():
         for profile in svc.get("profiles", ["(default)"]):
