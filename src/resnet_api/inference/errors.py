@@ -68,3 +68,10 @@ class TooManyFiles(PayloadTooLarge):
 
     code = "too_many_files"
     title = "Too many files"
+
+
+class InvalidTensor(InferenceError):
+    """A preprocessed input tensor with the wrong shape, type or values."""
+
+    code = "invalid_tensor"
+    title = "Invalid tensor"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from resnet_api.inference.backends.loader import default_weights_file
 from resnet_api.inference.batcher import BatchResult, BatchStats, MicroBatcher
 from resnet_api.inference.cache import LruCache, content_key
 from resnet_api.inference.catalog import EMBEDDING_DIM, MODEL_NAME, load_labels
-from resnet_api.inference.errors import InferenceError, NotReady
+from resnet_api.inference.errors import InferenceError, InvalidTensor, NotReady
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
 
@@ -235,6 +235,33 @@ class InferenceService:
             vector = vector / norm if norm > 0 else vector
         return Embedding(vector.tolist(), normalize, meta, timings)
 
+    async def infer_images(self, images: Sequence[bytes]) -> list[ModelOutput]:
+        """Raw model outputs for encoded images; each goes through the shared batcher like `classify`."""
+
+        async def one(data: bytes) -> ModelOutput:
+            _, array, _ = await self._preprocess(data)
+            return (await self._submit(array)).value
+
+        return await _all_or_first_error([one(d) for d in images])
+
+    async def infer_arrays(self, arrays: Sequence[np.ndarray]) -> list[ModelOutput]:
+        """Raw model outputs for already preprocessed 3x224x224 float32 arrays, through the shared batcher."""
+        if not self.is_ready:
+            raise NotReady("the model is not ready: retry shortly")
+        expected = (3, preprocess.CROP, preprocess.CROP)
+        for i, array in enumerate(arrays):
+            if array.shape != expected or array.dtype != np.float32:
+                raise InvalidTensor(
+                    f"item {i} is {array.dtype}{list(array.shape)}; the model takes float32{list(expected)}"
+                )
+            if not np.isfinite(array).all():
+                raise InvalidTensor(f"item {i} holds NaN or infinite values")
+
+        async def one(array: np.ndarray) -> ModelOutput:
+            return (await self._submit(np.ascontiguousarray(array))).value
+
+        return await _all_or_first_error([one(a) for a in arrays])
+
     # -- internals -------------------------------------------------------------------------------
 
     async def _infer(self, data: bytes, started: float) -> tuple[ImageMeta, ModelOutput, Timings]:
@@ -250,11 +277,7 @@ class InferenceService:
                 self.metrics.images.labels(outcome="ok").inc()
                 total_ms = round((time.perf_counter() - started) * 1000, 3)
                 return hit[0], hit[1], Timings(0.0, 0.0, 0.0, total_ms, 0, cached=True)
-        self._decoding += 1
-        try:
-            meta, array, decode_s = await self._preprocess(data)
-        finally:
-            self._decoding -= 1
+        meta, array, decode_s = await self._preprocess(data)
         result = await self._submit(array)
         if key:
             self.cache.put(key, (meta, result.value))
@@ -273,11 +296,14 @@ class InferenceService:
             raise NotReady("the model is not ready: retry shortly")
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        self._decoding += 1  # the adaptive batch wait waits only while some image is here
         try:
             decoded, array = await loop.run_in_executor(self._decode_pool, self._decode, data)
         except InferenceError as exc:
             self.metrics.images.labels(outcome=exc.code).inc()
             raise
+        finally:
+            self._decoding -= 1
         elapsed = time.perf_counter() - started
         self.metrics.preprocess_latency.observe(elapsed)
         return ImageMeta(decoded.width, decoded.height, decoded.format), array, elapsed
@@ -324,6 +350,15 @@ class InferenceService:
 
 def _cached_size(entry: tuple[ImageMeta, ModelOutput]) -> int:
     return entry[1].features.nbytes + entry[1].probabilities.nbytes + 256  # plus keys and object overhead
+
+
+async def _all_or_first_error(calls: Sequence[Coroutine[Any, Any, ModelOutput]]) -> list[ModelOutput]:
+    """Run all, let every one finish (no orphaned futures), then raise the first error if any failed."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if isinstance(r, ModelOutput)]
 
 
 def configure_torch_threads(settings: Settings) -> None:
