@@ -62,6 +62,7 @@ def open_backend(
         weights = load_weights()
         return TorchBackend(weights, threads=threads, fold_bn=settings.torch_fold_bn), _info(weights)
 
+    _require_accel(settings.backend)
     onnx_path, info = _onnx_model(settings, load_weights, weights_file)
     from resnet_api.inference.backends.onnx_backends import OnnxRuntimeBackend, OpenVinoBackend
 
@@ -77,6 +78,17 @@ def open_backend(
         log.info("quantizing to int8 (once, cached at %s), calibrating on %s", int8_path, folder or "generated images")
         _atomic_build(int8_path, lambda tmp: int8.quantize(onnx_path, tmp, folder, limit))
     return OnnxRuntimeBackend(int8_path, threads=threads, name="int8", precision="int8"), info
+
+
+def _require_accel(backend: str) -> None:
+    import importlib.util
+
+    module = "openvino" if backend == "openvino" else "onnxruntime"
+    if importlib.util.find_spec(module) is None or importlib.util.find_spec("onnx") is None:
+        raise RuntimeError(
+            f"backend {backend!r} needs the accel extra: pip install 'resnet-api[accel]' "
+            "(with -c constraints.txt), or set RESNET_API_BACKEND=torch"
+        )
 
 
 def _onnx_model(settings: Settings, load_weights: LoadWeights, weights_file: Path | None) -> tuple[Path, WeightsInfo]:
