@@ -79,7 +79,7 @@ def calibration_arrays(folder: Path | None, limit: int) -> Iterator[np.ndarray]:
 
 
 def quantize(fp32_path: Path, out_path: Path, folder: Path | None, limit: int) -> None:
-    """Static QDQ quantization: int8 weights per output channel, int8 activations, MinMax ranges."""
+    """Static QDQ quantization: int8 weights per output channel, uint8 activations (the VNNI path), MinMax ranges."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
