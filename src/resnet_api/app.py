@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api import __version__
 from resnet_api.api.errors import install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
+from resnet_api.api.middleware import REQUEST_ID_HEADER, ApiKeyAuth, RequestContext
 from resnet_api.api.routes import health, model, predict
 from resnet_api.api.routes import metrics as metrics_route
 from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
@@ -73,6 +75,8 @@ def create_app(
         service = InferenceService(settings, weights_loader=weights_loader, metrics=metrics)
         await service.start()
         app.state.service = service
+        if app.state.draining:  # SIGTERM arrived while the model was loading
+            service.drain()
         try:
             yield
         finally:
@@ -87,13 +91,40 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         license_info={"name": "MIT", "identifier": "MIT"},
+        form_limits={
+            "max_files": settings.max_batch_files,
+            "max_fields": settings.max_form_fields,
+            "max_part_size": settings.max_form_part_bytes,
+        },
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = None
+    app.state.draining = False
     install_error_handlers(app)
     for router in (predict.router, model.router, health.router, metrics_route.router):
         app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # Listed innermost first: the request id wraps everything, so even a 401 or 413 carries it.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_seconds)
+    keys = [key.get_secret_value() for key in settings.api_keys]
+    app.add_middleware(ApiKeyAuth, keys=keys, protect_probes=settings.protect_probes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(RequestContext, log_requests=settings.access_log)
     return app
+
+
+def begin_draining(app: FastAPI) -> None:
+    """Called from the SIGTERM handler: readiness fails and new work gets 503 at once; admitted work finishes."""
+    app.state.draining = True
+    service: InferenceService | None = app.state.service
+    if service is not None:
+        service.drain()

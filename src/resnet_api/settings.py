@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 
@@ -107,3 +108,51 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
     """Log level of the service and of uvicorn."""
+
+    # --- reliability and security (issue 5) ---
+    request_deadline_ms: float = Field(default=10_000.0, ge=10.0, le=600_000.0)
+    """An image not sent to the model within this time of its arrival is answered 503 and dropped."""
+
+    body_timeout_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
+    """Most time a client may take to send a request body; slower uploads get 408."""
+
+    keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=600)
+    """Idle keep-alive connections are closed after this long."""
+
+    max_form_fields: int = Field(default=8, ge=0, le=1000)
+    """Most non-file fields in one multipart request (more get 400 `invalid_form`)."""
+
+    max_form_part_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * MiB)
+    """Largest non-file multipart field (larger ones get 400 `invalid_form`)."""
+
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0.0, le=300.0)
+    """After SIGTERM, keep the listener open this long answering 503 (readiness failed) before closing it."""
+
+    shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
+    """After SIGTERM (and the drain), longest wait for accepted requests to finish before they are cancelled."""
+
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    """Comma-separated API keys; when set, `/v1/*` needs one as `Authorization: Bearer` or `X-API-Key`."""
+
+    protect_probes: bool = False
+    """With API keys set, also require a key for `/livez`, `/readyz` and `/metrics`."""
+
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated origins allowed by CORS (`*` for any); empty means no CORS headers at all."""
+
+    access_log: bool = True
+    """Write one JSON line per request (with its request id) to the `resnet_api.access` logger."""
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_blank(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(key.get_secret_value()) < 16 for key in value):
+            raise ValueError("every API key needs at least 16 characters")
+        return value

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, File, Request, UploadFile
 
-from resnet_api.inference.errors import NotReady, PayloadTooLarge
+from resnet_api.inference.errors import ClientDisconnected, NotReady, PayloadTooLarge
 from resnet_api.inference.service import InferenceService
 from resnet_api.settings import Settings
 
@@ -22,6 +25,8 @@ async def get_service(request: Request) -> InferenceService:
         raise NotReady("the model is still loading: retry shortly")
     return service
 
+
+T = TypeVar("T")
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
@@ -44,3 +49,28 @@ async def image_upload(
 
 
 ImageUploadDep = Annotated[bytes, Depends(image_upload)]
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`, but cancel it as soon as the client disconnects, so nobody runs the model for no one.
+
+    Once the body has been read, `receive()` returns only when the client goes away (`http.disconnect`).
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientDisconnected("the client closed the connection before its answer was ready; the work was skipped")
+    finally:
+        for pending in (task, watcher):
+            pending.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

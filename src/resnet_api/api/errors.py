@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from resnet_api.api.schemas import Problem
 from resnet_api.inference.errors import (
+    ClientDisconnected,
+    DeadlineExceeded,
     ImageTooLarge,
     InferenceError,
     InvalidImage,
@@ -35,11 +37,24 @@ STATUS: dict[type[InferenceError], int] = {
     ImageTooLarge: 413,
     PayloadTooLarge: 413,
     Overloaded: 503,
+    DeadlineExceeded: 503,
     NotReady: 503,
+    ClientDisconnected: 499,  # nginx's "client closed request": logged and counted, never seen by the client
     WeightsUnavailable: 503,
     InferenceError: 500,
 }
 RETRY_STATUSES = frozenset({503})
+
+# Starlette/FastAPI HTTP errors -> stable codes. FastAPI answers 400 only when the multipart body is malformed
+# or over the form limits (RESNET_API_MAX_FORM_FIELDS, RESNET_API_MAX_FORM_PART_BYTES, too many files).
+HTTP_CODES = {
+    400: "invalid_form",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
 
 # For OpenAPI: the error answers each kind of route can give.
 PROBLEM_CONTENT = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -107,9 +122,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(
-        exc.status_code, "http_error"
-    )
+    code = HTTP_CODES.get(exc.status_code, "http_error")
     body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
     return problem_response(body, dict(exc.headers) if exc.headers else None)
 

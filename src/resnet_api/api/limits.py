@@ -1,13 +1,14 @@
-"""ASGI middleware that refuses request bodies over a byte limit while they stream in."""
+"""ASGI middleware that refuses request bodies over a byte limit, or too slow, while they stream in."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from resnet_api.api.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from resnet_api.api.errors import problem, problem_response
 
 
 class BodyTooLarge(HTTPException):
@@ -17,12 +18,23 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is larger than {max_bytes} bytes (RESNET_API_MAX_REQUEST_BYTES)")
 
 
-class BodySizeLimit:
-    """413 from the Content-Length header at once, or as soon as a chunked body passes the limit."""
+class BodyTimeout(HTTPException):
+    """The client took longer than allowed to send its body (a slow or stalled upload)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            408, f"the request body was not received within {timeout_s:g} s (RESNET_API_BODY_TIMEOUT_SECONDS)"
+        )
+
+
+class BodySizeLimit:
+    """413 from the Content-Length header at once, or as soon as a (chunked) body passes the limit;
+    408 when the whole body has not arrived within `timeout_s` of the first read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,18 +47,29 @@ class BodySizeLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await self._reject(scope, send)
+                    await self._reject(scope, receive, send, BodyTooLarge(self.max_bytes))
                     return
         seen = 0
+        body_done = False
+        deadline: float | None = None
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done, deadline
+            if body_done or self.timeout_s is None:
+                message = await receive()  # after the body, receive() only reports a disconnect: no timeout
+            else:
+                if deadline is None:
+                    deadline = time.monotonic() + self.timeout_s
+                try:
+                    message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+                except TimeoutError:
+                    raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -57,25 +80,13 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyTimeout) as exc:
             if not started:
-                await self._reject(scope, send)
+                await self._reject(scope, receive, send, exc)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": PROBLEM_TYPE_BASE + "payload_too_large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"the request body is larger than {self.max_bytes} bytes (RESNET_API_MAX_REQUEST_BYTES)",
-                "code": "payload_too_large",
-                "instance": scope.get("path"),
-            }
-        ).encode()
-        headers = [
-            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
+        code = "payload_too_large" if exc.status_code == 413 else "request_timeout"
+        body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), exc.detail, scope.get("path"))
+        # The rest of the body is not read: close the connection instead of draining it.
+        await problem_response(body, {"Connection": "close"})(scope, receive, send)

@@ -4,6 +4,7 @@
 2. The collector waits for the first item without polling, then takes more until `max_batch_size`
    or `max_wait_s` after the first one, whichever comes first.
 3. The batch runs on a dedicated single thread; every future is resolved, or failed with the batch.
+4. Items whose caller gave up (cancelled: disconnected) or whose deadline passed are dropped before inference.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from resnet_api.inference.errors import NotReady, Overloaded
+from resnet_api.inference.errors import DeadlineExceeded, NotReady, Overloaded
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -30,6 +31,8 @@ class _Pending(Generic[In, Out]):
     item: In
     future: asyncio.Future[BatchResult[Out]]
     enqueued: float = field(default_factory=time.perf_counter)
+    deadline: float | None = None  # perf_counter time after which the item is dropped unless already running
+    started: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,34 @@ class MicroBatcher(Generic[In, Out]):
         """Run a batch on the model thread, bypassing the queue (warm-up)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, items)
 
-    async def submit(self, item: In) -> BatchResult[Out]:
+    async def submit(self, item: In, *, timeout_s: float | None = None) -> BatchResult[Out]:
+        """Queue `item`; if it has not started running within `timeout_s`, drop it and raise `DeadlineExceeded`."""
         if not self._accepting:
             raise NotReady("the service is not accepting work (starting up or shutting down)")
         future: asyncio.Future[BatchResult[Out]] = asyncio.get_running_loop().create_future()
+        pending = _Pending(item, future)
+        if timeout_s is not None:
+            if timeout_s <= 0:
+                raise DeadlineExceeded("the request deadline passed before the image reached the queue")
+            pending.deadline = pending.enqueued + timeout_s
         try:
-            self._queue.put_nowait(_Pending(item, future))
+            self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise Overloaded(f"the queue is full ({self._queue.maxsize} images waiting): retry shortly") from None
-        return await future
+        if timeout_s is None:
+            return await future  # a cancelled caller cancels the future, so the collector skips it
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            if pending.started:  # already in a running batch: its answer is moments away
+                return await future
+            future.cancel()
+            raise DeadlineExceeded(
+                f"the image waited {timeout_s * 1000:.0f} ms without reaching the model (RESNET_API_REQUEST_DEADLINE_MS)"
+            ) from None
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     async def stop(self) -> None:
         """Stop accepting, finish everything already accepted, then stop the model thread."""
@@ -134,9 +156,17 @@ class MicroBatcher(Generic[In, Out]):
                     self._queue.task_done()
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[In, Out]]) -> None:
-        live = [p for p in batch if not p.future.done()]  # skip callers that gave up (cancelled)
+        now = time.perf_counter()
+        for p in batch:  # the caller normally notices first; this is the backstop
+            if p.deadline is not None and now > p.deadline and not p.future.done():
+                p.future.set_exception(
+                    DeadlineExceeded("the image waited past its deadline without reaching the model")
+                )
+        live = [p for p in batch if not p.future.done()]  # skip callers that gave up (cancelled) or expired
         if not live:
             return
+        for p in live:
+            p.started = True
         started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in live])

@@ -68,3 +68,17 @@ class TooManyFiles(PayloadTooLarge):
 
     code = "too_many_files"
     title = "Too many files"
+
+
+class DeadlineExceeded(Overloaded):
+    """The image waited longer than the request deadline and was dropped before inference."""
+
+    code = "deadline_exceeded"
+    title = "Deadline exceeded"
+
+
+class ClientDisconnected(InferenceError):
+    """The client went away before its answer was ready; its work was skipped."""
+
+    code = "client_closed_request"
+    title = "Client closed request"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import torch
 from resnet_api import __version__
 from resnet_api.inference import preprocess
 from resnet_api.inference.batcher import BatchResult, BatchStats, MicroBatcher
-from resnet_api.inference.errors import InferenceError, NotReady
+from resnet_api.inference.errors import InferenceError, NotReady, Overloaded
 from resnet_api.inference.model import (
     EMBEDDING_DIM,
     MODEL_NAME,
@@ -129,12 +130,14 @@ class InferenceService:
             initializer=self._init_model_thread,
         )
         self.batches_run = 0
+        self._admitted = 0
+        self._draining = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @property
     def is_ready(self) -> bool:
-        return self._model is not None and self._batcher.accepting
+        return self._model is not None and self._batcher.accepting and not self._draining
 
     @property
     def description(self) -> ModelDescription:
@@ -190,9 +193,19 @@ class InferenceService:
             self.settings.max_batch_wait_ms,
         )
 
+    @property
+    def admitted(self) -> int:
+        """Images accepted and not yet answered (decoding, queued or running)."""
+        return self._admitted
+
+    def drain(self) -> None:
+        """Refuse new work at once (readiness fails); what was already admitted still runs. Signal-safe."""
+        self._draining = True
+        self.metrics.ready.set(0)
+
     async def stop(self) -> None:
         """Stop accepting, answer everything accepted, then release the threads."""
-        self.metrics.ready.set(0)
+        self.drain()
         await self._batcher.stop()
         self._decode_pool.shutdown(wait=True)
 
@@ -200,8 +213,9 @@ class InferenceService:
 
     async def classify(self, data: bytes, *, top_k: int = 3, min_score: float | None = None) -> Classification:
         started = time.perf_counter()
-        meta, array, decode_s = await self._preprocess(data)
-        result = await self._submit(array)
+        with self._admit() as deadline:
+            meta, array, decode_s = await self._preprocess(data)
+            result = await self._submit(array, deadline)
         probs = result.value.probabilities
         k = min(top_k, probs.shape[0])
         top = np.argpartition(-probs, k - 1)[:k]
@@ -213,8 +227,9 @@ class InferenceService:
 
     async def embed(self, data: bytes, *, normalize: bool = True) -> Embedding:
         started = time.perf_counter()
-        meta, array, decode_s = await self._preprocess(data)
-        result = await self._submit(array)
+        with self._admit() as deadline:
+            meta, array, decode_s = await self._preprocess(data)
+            result = await self._submit(array, deadline)
         vector = result.value.features.astype(np.float64)
         if normalize:
             norm = float(np.linalg.norm(vector))
@@ -223,9 +238,26 @@ class InferenceService:
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _preprocess(self, data: bytes) -> tuple[ImageMeta, np.ndarray, float]:
+    @contextlib.contextmanager
+    def _admit(self) -> Iterator[float]:
+        """Bound the images in the service (decoding, queued, running); yields the image's deadline."""
         if not self.is_ready:
-            raise NotReady("the model is not ready: retry shortly")
+            raise NotReady("the service is not ready or is shutting down: retry shortly")
+        if self._admitted >= self.settings.max_queue_size:
+            self.metrics.images.labels(outcome=Overloaded.code).inc()
+            raise Overloaded(
+                f"{self._admitted} images are already being served (RESNET_API_MAX_QUEUE_SIZE): retry shortly"
+            )
+        self._admitted += 1
+        try:
+            yield time.perf_counter() + self.settings.request_deadline_ms / 1000.0
+        except asyncio.CancelledError:
+            self.metrics.images.labels(outcome="cancelled").inc()
+            raise
+        finally:
+            self._admitted -= 1
+
+    async def _preprocess(self, data: bytes) -> tuple[ImageMeta, np.ndarray, float]:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
@@ -241,9 +273,9 @@ class InferenceService:
         decoded = preprocess.decode(data, max_pixels=self.settings.max_image_pixels)
         return decoded, preprocess.to_array(decoded.image)
 
-    async def _submit(self, array: np.ndarray) -> BatchResult[ModelOutput]:
+    async def _submit(self, array: np.ndarray, deadline: float) -> BatchResult[ModelOutput]:
         try:
-            result = await self._batcher.submit(array)
+            result = await self._batcher.submit(array, timeout_s=deadline - time.perf_counter())
         except InferenceError as exc:
             self.metrics.images.labels(outcome=exc.code).inc()
             raise

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from resnet_api.api.deps import ImageUploadDep, ServiceDep, SettingsDep, read_upload
+from resnet_api.api.deps import ImageUploadDep, ServiceDep, SettingsDep, read_upload, unless_disconnected
 from resnet_api.api.errors import error_responses, problem_for
 from resnet_api.api.schemas import BatchItem, BatchResponse, EmbedResponse, PredictResponse
 from resnet_api.api.views import image_info, model_ref, predictions, timings, warning
@@ -30,9 +30,9 @@ MinScore = Annotated[
     responses=error_responses(400, 413, 415, 422, 503),
 )
 async def predict(
-    service: ServiceDep, data: ImageUploadDep, top_k: TopK = 3, min_score: MinScore = None
+    request: Request, service: ServiceDep, data: ImageUploadDep, top_k: TopK = 3, min_score: MinScore = None
 ) -> PredictResponse:
-    result = await service.classify(data, top_k=top_k, min_score=min_score)
+    result = await unless_disconnected(request, service.classify(data, top_k=top_k, min_score=min_score))
     return PredictResponse(
         predictions=predictions(result.predictions),
         model=model_ref(service),
@@ -79,7 +79,7 @@ async def predict_batch(
             timings=timings(result.timings),
         )
 
-    results = await asyncio.gather(*(one(i, f) for i, f in enumerate(files)))
+    results = await unless_disconnected(request, asyncio.gather(*(one(i, f) for i, f in enumerate(files))))
     return BatchResponse(
         results=list(results),
         model=model_ref(service),
@@ -97,11 +97,12 @@ async def predict_batch(
     responses=error_responses(400, 413, 415, 422, 503),
 )
 async def embed(
+    request: Request,
     service: ServiceDep,
     data: ImageUploadDep,
     normalize: Annotated[bool, Query(description="L2-normalise the vector")] = True,
 ) -> EmbedResponse:
-    result = await service.embed(data, normalize=normalize)
+    result = await unless_disconnected(request, service.embed(data, normalize=normalize))
     return EmbedResponse(
         embedding=result.vector,
         dim=len(result.vector),
