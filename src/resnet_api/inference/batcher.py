@@ -52,6 +52,16 @@ class BatchStats:
     inference_s: float
 
 
+def _expire(pending: _Pending[In, Out], timeout_s: float) -> None:
+    """Deadline timer: answer an item that is still waiting; one already in a running batch is let finish."""
+    if not pending.started and not pending.future.done():
+        pending.future.set_exception(
+            DeadlineExceeded(
+                f"the image waited {timeout_s * 1000:.0f} ms without reaching the model (RESNET_API_REQUEST_DEADLINE_MS)"
+            )
+        )
+
+
 class MicroBatcher(Generic[In, Out]):
     def __init__(
         self,
@@ -103,20 +113,14 @@ class MicroBatcher(Generic[In, Out]):
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise Overloaded(f"the queue is full ({self._queue.maxsize} images waiting): retry shortly") from None
-        if timeout_s is None:
-            return await future  # a cancelled caller cancels the future, so the collector skips it
+        timer = None
+        if timeout_s is not None:
+            timer = asyncio.get_running_loop().call_later(timeout_s, _expire, pending, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except TimeoutError:
-            if pending.started:  # already in a running batch: its answer is moments away
-                return await future
-            future.cancel()
-            raise DeadlineExceeded(
-                f"the image waited {timeout_s * 1000:.0f} ms without reaching the model (RESNET_API_REQUEST_DEADLINE_MS)"
-            ) from None
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
+            return await future  # a cancelled caller cancels the future at once, so the collector skips it
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def stop(self) -> None:
         """Stop accepting, finish everything already accepted, then stop the model thread."""
