@@ -62,8 +62,9 @@ PROBLEM_CONTENT = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
-        400: "Corrupt or truncated image",
-        401: "Missing or invalid API key",
+        400: "Corrupt or truncated image, or a malformed multipart body (`invalid_form`)",
+        401: "Missing or invalid API key (only when API keys are configured)",
+        408: "The request body arrived too slowly",
         413: "File or request too large, or too many pixels",
         415: "Not an image, or an unsupported format",
         422: "Invalid parameters or missing file",

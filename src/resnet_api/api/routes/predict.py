@@ -27,7 +27,7 @@ MinScore = Annotated[
     operation_id="predict",
     summary="Classify one image",
     response_model=PredictResponse,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 503),
 )
 async def predict(
     request: Request, service: ServiceDep, data: ImageUploadDep, top_k: TopK = 3, min_score: MinScore = None
@@ -48,13 +48,13 @@ async def predict(
     summary="Classify several images in one request",
     description="Results come back in the order of the files; a bad file gets its own error and the others still run.",
     response_model=BatchResponse,
-    responses=error_responses(413, 422, 503),
+    responses=error_responses(400, 401, 408, 413, 422, 503),
 )
 async def predict_batch(
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="The images, in order")],
+    files: Annotated[list[UploadFile], File(description="The images, in order", min_length=1)],
     top_k: TopK = 3,
     min_score: MinScore = None,
 ) -> BatchResponse:
@@ -94,7 +94,7 @@ async def predict_batch(
     summary="512-d feature vector of one image",
     description="The pooled ResNet-18 features (input of the final layer), for similarity search and transfer learning.",
     response_model=EmbedResponse,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 503),
 )
 async def embed(
     request: Request,
