@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 STARTUP_TIMEOUT_S = 90.0
+SHARED_MAX_REQUEST_BYTES = 2 * 1024 * 1024
+SHARED_BODY_TIMEOUT_S = 2.0
 
 
 def free_port() -> int:
@@ -112,6 +114,12 @@ def server_factory(weights_file: Path, tmp_path: Path) -> Iterator[ServerFactory
 @pytest.fixture(scope="session")
 def shared_server(weights_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One default-settings server for the tests that only read from it (schema fuzzing, soak, logs)."""
-    server = start_server(weights_file, tmp_path_factory.mktemp("server") / "shared.log", max_batch_size=8)
+    server = start_server(
+        weights_file,
+        tmp_path_factory.mktemp("server") / "shared.log",
+        max_batch_size=8,
+        max_request_bytes=SHARED_MAX_REQUEST_BYTES,
+        body_timeout_seconds=SHARED_BODY_TIMEOUT_S,
+    )
     yield server
     server.stop()
