@@ -7,3 +7,5 @@ scripts/setup.sh test
 .venv/bin/ruff format --check src tests
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+# Supply chain: known vulnerabilities with a fix in the pinned set fail; an unreachable database is reported.
+.venv/bin/python scripts/audit.py
