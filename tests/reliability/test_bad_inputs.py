@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 from asgi_lifespan import LifespanManager
 from corpus import CASES, Case, oriented_png
 
@@ -21,7 +22,10 @@ MAX_FILES = 4
 PER_CASE_LIMIT_S = 20.0  # generous for 2 busy cores; a bomb that really decoded would take far longer or OOM
 
 
-@pytest.fixture(scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def corpus_client(weights_file: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         weights=str(weights_file),
@@ -133,7 +137,7 @@ async def test_corpus_then_a_normal_image_still_classifies(corpus_client: httpx.
             failures.append(f"{name}: got {response.status_code} {response.text[:200]}, want {status} {code}")
     batch = [("files", (f"{i}.jpg", photo_like(32, 32, seed=i), "image/jpeg")) for i in range(MAX_FILES + 1)]
     response = await corpus_client.post("/v1/predict/batch", files=batch)
-    if response.status_code != 400 or response.json()["code"] != "invalid_form":
+    if response.status_code != 413 or response.json()["code"] != "too_many_files":
         failures.append(f"too_many_files: got {response.status_code} {response.text[:200]}")
     assert not failures, "\n".join(failures)
 

@@ -21,6 +21,7 @@ from resnet_api.inference.errors import (
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    TooManyFiles,
     UnsupportedImage,
     WeightsUnavailable,
 )
@@ -123,6 +124,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and str(exc.detail).startswith("Too many files"):
+        # Starlette's multipart parser stopped at the file limit: the same answer as the route's own check.
+        max_files = request.app.state.settings.max_batch_files
+        too_many = TooManyFiles(f"more than {max_files} files sent (RESNET_API_MAX_BATCH_FILES)")
+        return problem_response(problem_for(too_many, request.url.path))
     code = HTTP_CODES.get(exc.status_code, "http_error")
     body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
     return problem_response(body, dict(exc.headers) if exc.headers else None)
