@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -114,6 +115,11 @@ async def test_beyond_the_admission_bound_requests_get_503_at_once(weights_file:
                 assert r.json()["code"] == "overloaded"
                 assert r.headers["Retry-After"] == "1"
         assert app.state.service.admitted == 0
+        # Refused requests were refused before decoding: only the admitted ones cost a decode.
+        metrics = app.state.service.metrics.render().decode()
+        decoded = re.search(r"^resnet_api_preprocess_seconds_count (\S+)$", metrics, re.MULTILINE)
+        assert decoded is not None
+        assert float(decoded.group(1)) == statuses.count(200)
 
 
 async def test_requests_past_their_deadline_get_503_and_are_not_run(weights_file: Path) -> None:
