@@ -15,8 +15,10 @@ from resnet_api import __version__
 from resnet_api.api.errors import install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
 from resnet_api.api.middleware import REQUEST_ID_HEADER, ApiKeyAuth, RequestContext
-from resnet_api.api.routes import health, model, predict
+from resnet_api.api.openapi import install_request_schemas
+from resnet_api.api.routes import health, model, predict, v2
 from resnet_api.api.routes import metrics as metrics_route
+from resnet_api.api.ui import StaticUI
 from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
@@ -26,9 +28,11 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """\
 Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline.
 
-* `POST /v1/predict` — top-k classes of one image (multipart field `file`)
-* `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated)
+* `POST /v1/predict` — top-k classes of one image (multipart field `file`, or JSON with base64)
+* `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated, or JSON)
 * `POST /v1/embed` — the 512-d feature vector of an image
+* `GET /` — the Web UI (drag-and-drop, batch grid, live camera)
+* `/v2/...` — the Open Inference Protocol (KServe V2) for Triton and KServe clients; not in this schema
 * `GET /livez`, `GET /readyz`, `GET /metrics` — for orchestrators and Prometheus
 
 Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.
@@ -102,8 +106,11 @@ def create_app(
     app.state.service = None
     app.state.draining = False
     install_error_handlers(app)
-    for router in (predict.router, model.router, health.router, metrics_route.router):
+    for router in (predict.router, model.router, health.router, metrics_route.router, v2.router):
         app.include_router(router)
+    install_request_schemas(app)
+    # Last, so API routes win; a Mount is not an APIRoute, so the UI stays out of the OpenAPI schema.
+    app.router.routes.append(StaticUI())
     # Listed innermost first: the request id wraps everything, so even a 401 or 413 carries it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_seconds)
     keys = [key.get_secret_value() for key in settings.api_keys]

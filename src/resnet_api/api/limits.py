@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api.api.errors import problem, problem_response
@@ -86,7 +87,12 @@ class BodySizeLimit:
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
-        code = "payload_too_large" if exc.status_code == 413 else "request_timeout"
-        body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), exc.detail, scope.get("path"))
         # The rest of the body is not read: close the connection instead of draining it.
-        await problem_response(body, {"Connection": "close"})(scope, receive, send)
+        headers = {"Connection": "close"}
+        if str(scope.get("path", "")).startswith("/v2"):  # the Open Inference Protocol has its own error shape
+            response: Response = JSONResponse({"error": exc.detail}, exc.status_code, headers)
+        else:
+            code = "payload_too_large" if exc.status_code == 413 else "request_timeout"
+            title = code.replace("_", " ").capitalize()
+            response = problem_response(problem(exc.status_code, code, title, exc.detail, scope.get("path")), headers)
+        await response(scope, receive, send)

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api.api.errors import problem, problem_response
@@ -18,7 +19,7 @@ access_log = logging.getLogger("resnet_api.access")
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's id is reused only if it is short and harmless in logs and headers; otherwise a fresh one is made.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
-PROBES = frozenset({"/livez", "/readyz", "/metrics"})
+PROBES = frozenset({"/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 def request_id_of(scope: Scope) -> str | None:
@@ -80,7 +81,7 @@ class RequestContext:
 
 
 class ApiKeyAuth:
-    """When keys are configured, `/v1/*` (and, if asked, the probes) need one: `Bearer` or `X-API-Key`.
+    """When keys are configured, `/v1/*` and `/v2/*` (and, if asked, the probes) need one: `Bearer` or `X-API-Key`.
 
     The check runs before the body is read, so unauthenticated clients cannot make the server parse uploads.
     """
@@ -91,7 +92,9 @@ class ApiKeyAuth:
         self.protect_probes = protect_probes
 
     def _protected(self, path: str) -> bool:
-        return path.startswith("/v1/") or (self.protect_probes and path in PROBES)
+        if path in PROBES:
+            return self.protect_probes
+        return path.startswith(("/v1/", "/v2"))
 
     def _valid(self, candidate: str | None) -> bool:
         if candidate is None:
@@ -109,14 +112,12 @@ class ApiKeyAuth:
         if self._valid(_presented_key(scope)):
             await self.app(scope, receive, send)
             return
-        body = problem(
-            401,
-            "unauthorized",
-            "Unauthorized",
-            "a valid API key is required: send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
-            scope["path"],
-        )
-        response = problem_response(body, {"WWW-Authenticate": 'Bearer realm="resnet-api"'})
+        detail = "a valid API key is required: send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+        headers = {"WWW-Authenticate": 'Bearer realm="resnet-api"'}
+        if scope["path"].startswith("/v2"):  # the Open Inference Protocol has its own error shape
+            response: Response = JSONResponse({"error": detail}, 401, headers)
+        else:
+            response = problem_response(problem(401, "unauthorized", "Unauthorized", detail, scope["path"]), headers)
         await response(scope, receive, send)
 
 

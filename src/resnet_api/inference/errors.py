@@ -82,3 +82,10 @@ class ClientDisconnected(InferenceError):
 
     code = "client_closed_request"
     title = "Client closed request"
+
+
+class InvalidTensor(InferenceError):
+    """A preprocessed input tensor with the wrong shape, type or values."""
+
+    code = "invalid_tensor"
+    title = "Invalid tensor"

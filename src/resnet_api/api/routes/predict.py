@@ -6,11 +6,21 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 
-from resnet_api.api.deps import ImageUploadDep, ServiceDep, SettingsDep, read_upload, unless_disconnected
+from resnet_api.api.deps import ImageDataDep, ImageSource, ImageSourcesDep, ServiceDep, SettingsDep, unless_disconnected
 from resnet_api.api.errors import error_responses, problem_for
-from resnet_api.api.schemas import BatchItem, BatchResponse, EmbedResponse, PredictResponse
+from resnet_api.api.openapi import alternative_bodies
+from resnet_api.api.schemas import (
+    BatchItem,
+    BatchJSON,
+    BatchResponse,
+    BatchUpload,
+    EmbedResponse,
+    ImageJSON,
+    ImageUpload,
+    PredictResponse,
+)
 from resnet_api.api.views import image_info, model_ref, predictions, timings, warning
 from resnet_api.inference.errors import InferenceError, TooManyFiles
 
@@ -26,11 +36,13 @@ MinScore = Annotated[
     "/predict",
     operation_id="predict",
     summary="Classify one image",
+    description='Send the image as multipart field `file`, or as JSON `{"image": "<base64>"}`.',
     response_model=PredictResponse,
     responses=error_responses(400, 401, 408, 413, 415, 422, 503),
+    openapi_extra=alternative_bodies(ImageUpload, ImageJSON),
 )
 async def predict(
-    request: Request, service: ServiceDep, data: ImageUploadDep, top_k: TopK = 3, min_score: MinScore = None
+    request: Request, service: ServiceDep, data: ImageDataDep, top_k: TopK = 3, min_score: MinScore = None
 ) -> PredictResponse:
     result = await unless_disconnected(request, service.classify(data, top_k=top_k, min_score=min_score))
     return PredictResponse(
@@ -46,15 +58,19 @@ async def predict(
     "/predict/batch",
     operation_id="predict_batch",
     summary="Classify several images in one request",
-    description="Results come back in the order of the files; a bad file gets its own error and the others still run.",
+    description=(
+        'Send the images as repeated multipart fields `files`, or as JSON `{"images": [{"image": "<base64>"}]}`. '
+        "Results come back in the order of the images; a bad image gets its own error and the others still run."
+    ),
     response_model=BatchResponse,
-    responses=error_responses(400, 401, 408, 413, 422, 503),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 503),
+    openapi_extra=alternative_bodies(BatchUpload, BatchJSON),
 )
 async def predict_batch(
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="The images, in order", min_length=1)],
+    files: ImageSourcesDep,
     top_k: TopK = 3,
     min_score: MinScore = None,
 ) -> BatchResponse:
@@ -64,9 +80,9 @@ async def predict_batch(
             f"{len(files)} files sent; at most {settings.max_batch_files} per request (RESNET_API_MAX_BATCH_FILES)"
         )
 
-    async def one(index: int, upload: UploadFile) -> BatchItem:
+    async def one(index: int, upload: ImageSource) -> BatchItem:
         try:
-            data = await read_upload(upload, settings.max_upload_bytes)
+            data = await upload.read(settings.max_upload_bytes)
             result = await service.classify(data, top_k=top_k, min_score=min_score)
         except InferenceError as exc:
             return BatchItem(index=index, filename=upload.filename, ok=False, error=problem_for(exc, request.url.path))
@@ -92,14 +108,18 @@ async def predict_batch(
     "/embed",
     operation_id="embed",
     summary="512-d feature vector of one image",
-    description="The pooled ResNet-18 features (input of the final layer), for similarity search and transfer learning.",
+    description=(
+        "The pooled ResNet-18 features (input of the final layer), for similarity search and transfer learning. "
+        'Send the image as multipart field `file`, or as JSON `{"image": "<base64>"}`.'
+    ),
     response_model=EmbedResponse,
     responses=error_responses(400, 401, 408, 413, 415, 422, 503),
+    openapi_extra=alternative_bodies(ImageUpload, ImageJSON),
 )
 async def embed(
     request: Request,
     service: ServiceDep,
-    data: ImageUploadDep,
+    data: ImageDataDep,
     normalize: Annotated[bool, Query(description="L2-normalise the vector")] = True,
 ) -> EmbedResponse:
     result = await unless_disconnected(request, service.embed(data, normalize=normalize))
