@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -58,7 +59,25 @@ def _request_cases() -> list[tuple[str, dict[str, object], int, str]]:
 
     return [
         ("missing_file_field", {"files": {"other": ("a.jpg", image, "image/jpeg")}}, 422, "validation_error"),
-        ("not_multipart", {"content": image, "headers": {"content-type": "image/jpeg"}}, 422, "validation_error"),
+        (
+            "raw_image_body",
+            {"content": image, "headers": {"content-type": "image/jpeg"}},
+            415,
+            "unsupported_media_type",
+        ),
+        ("json_not_base64", {"json": {"image": "%%% not base64 %%%"}}, 422, "validation_error"),
+        (
+            "json_noise_image",
+            {"json": {"image": base64.b64encode(b"\x00\x01 noise" * 20).decode()}},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "json_broken_syntax",
+            {"content": b'{"image": ', "headers": {"content-type": "application/json"}},
+            422,
+            "validation_error",
+        ),
         (
             "file_over_upload_limit",
             {"files": {"file": ("big.jpg", bytes(MAX_UPLOAD + 1), "image/jpeg")}},

@@ -263,8 +263,13 @@ def _decode_base64(value: object) -> bytes:
 
 
 # Decoded while the body is validated, so bad base64 is a 422 that points at the field.
+# The pattern documents canonical base64 (the validator is more lenient), so schema-driven clients and
+# fuzzers such as Schemathesis generate decodable strings.
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 Base64Image = Annotated[
-    bytes, PlainValidator(_decode_base64), WithJsonSchema({"type": "string", "contentEncoding": "base64"})
+    bytes,
+    PlainValidator(_decode_base64),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64", "pattern": BASE64_PATTERN}),
 ]
 
 
