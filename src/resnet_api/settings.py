@@ -5,6 +5,7 @@ The README's settings table mirrors the field docstrings here; `tests/test_setti
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -151,7 +152,10 @@ class Settings(BaseSettings):
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
+        """`a,b` or a JSON list `["a", "b"]` (what an unset variable in docker-compose.yml renders as: `[]`)."""
         if isinstance(value, str):
+            if value.strip().startswith("["):
+                return tuple(json.loads(value))
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 

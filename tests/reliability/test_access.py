@@ -166,3 +166,13 @@ async def test_slow_upload_gets_408(weights_file: Path) -> None:
         )
         assert response.status_code == 408
         assert response.json()["code"] == "request_timeout"
+
+
+def test_list_settings_take_commas_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESNET_API_API_KEYS", "[]")  # docker-compose.yml's rendering of an unset variable
+    monkeypatch.setenv("RESNET_API_CORS_ORIGINS", "https://a.example, https://b.example")
+    settings = Settings()
+    assert settings.api_keys == ()
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    monkeypatch.setenv("RESNET_API_API_KEYS", f'["{KEY_A}", "{KEY_B}"]')
+    assert [k.get_secret_value() for k in Settings().api_keys] == [KEY_A, KEY_B]
