@@ -113,8 +113,7 @@ def create_app(
     app.router.routes.append(StaticUI())
     # Listed innermost first: the request id wraps everything, so even a 401 or 413 carries it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_seconds)
-    keys = [key.get_secret_value() for key in settings.api_keys]
-    app.add_middleware(ApiKeyAuth, keys=keys, protect_probes=settings.protect_probes)
+    app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), protect_probes=settings.protect_probes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -29,17 +29,17 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from resnet_api import server
     from resnet_api.app import begin_draining, create_app
-    from resnet_api.server import DrainingServer
 
     settings = _settings(args)
     _setup_logging(settings.log_level)
     app = create_app(settings)
     # One worker per process on purpose: each worker would load its own model and half-fill its own batcher.
-    config = uvicorn.Config(
+    started = server.serve(
         app,
+        on_drain=lambda: begin_draining(app),
+        drain_seconds=settings.shutdown_drain_seconds,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -48,9 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
-    server = DrainingServer(config, on_drain=lambda: begin_draining(app), drain_seconds=settings.shutdown_drain_seconds)
-    server.run()
-    return 0 if server.started else 1
+    return 0 if started else 1
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

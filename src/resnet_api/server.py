@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -44,3 +45,10 @@ class DrainingServer(uvicorn.Server):
         if started is not None and not self.should_exit and time.monotonic() - started >= self._drain_seconds:
             self.should_exit = True
         return await super().on_tick(counter)
+
+
+def serve(app: Any, *, on_drain: Callable[[], None], drain_seconds: float = 0.0, **uvicorn_options: Any) -> bool:
+    """Run `app` like `uvicorn.run(app, **uvicorn_options)`, with the draining SIGTERM; False if start-up failed."""
+    server = DrainingServer(uvicorn.Config(app, **uvicorn_options), on_drain=on_drain, drain_seconds=drain_seconds)
+    server.run()
+    return server.started

@@ -137,8 +137,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
     """After SIGTERM (and the drain), longest wait for accepted requests to finish before they are cancelled."""
 
-    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
-    """Comma-separated API keys; when set, `/v1/*` needs one as `Authorization: Bearer` or `X-API-Key`."""
+    api_keys: Annotated[tuple[SecretStr, ...] | None, NoDecode] = None
+    """Comma-separated API keys; when set, `/v1/*` and `/v2/*` need one as `Authorization: Bearer` or `X-API-Key`."""
+
+    api_keys_file: Path | None = None
+    """File with more API keys, one per line (`#` comments allowed): a Docker or Kubernetes secret."""
 
     protect_probes: bool = False
     """With API keys set, also require a key for `/livez`, `/readyz` and `/metrics`."""
@@ -161,7 +164,19 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys")
     @classmethod
-    def _keys_not_blank(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        if any(len(key.get_secret_value()) < 16 for key in value):
+    def _keys_long_enough(cls, value: tuple[SecretStr, ...] | None) -> tuple[SecretStr, ...] | None:
+        if value is not None and any(len(key.get_secret_value()) < 16 for key in value):
             raise ValueError("every API key needs at least 16 characters")
         return value
+
+    def all_api_keys(self) -> list[str]:
+        """The keys from `api_keys` and `api_keys_file` together (read now: call once, at start-up)."""
+        keys = [key.get_secret_value() for key in self.api_keys or ()]
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
+                key = line.split("#", 1)[0].strip()
+                if key and len(key) < 16:
+                    raise ValueError(f"{self.api_keys_file}: every API key needs at least 16 characters")
+                if key:
+                    keys.append(key)
+        return keys

@@ -172,7 +172,16 @@ def test_list_settings_take_commas_or_json(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("RESNET_API_API_KEYS", "[]")  # docker-compose.yml's rendering of an unset variable
     monkeypatch.setenv("RESNET_API_CORS_ORIGINS", "https://a.example, https://b.example")
     settings = Settings()
-    assert settings.api_keys == ()
+    assert settings.all_api_keys() == []
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     monkeypatch.setenv("RESNET_API_API_KEYS", f'["{KEY_A}", "{KEY_B}"]')
     assert [k.get_secret_value() for k in Settings().api_keys] == [KEY_A, KEY_B]
+
+
+async def test_keys_can_come_from_a_secret_file(weights_file: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "keys"
+    secret.write_text(f"# rotated 2026-11\n{KEY_B}\n\n")
+    async with client_for(weights_file, api_keys=KEY_A, api_keys_file=secret) as client:
+        assert (await client.get("/v1/model")).status_code == 401
+        assert (await client.get("/v1/model", headers={"X-API-Key": KEY_A})).status_code == 200
+        assert (await client.get("/v1/model", headers={"X-API-Key": KEY_B})).status_code == 200
