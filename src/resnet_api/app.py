@@ -6,20 +6,25 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api import __version__
 from resnet_api.api.errors import install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
-from resnet_api.api.routes import health, model, predict
+from resnet_api.api.routes import classifiers, health, model, predict
 from resnet_api.api.routes import metrics as metrics_route
+from resnet_api.inference.classifiers import registry_for
 from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
 
 log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 DESCRIPTION = """\
 Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline.
@@ -27,6 +32,7 @@ Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline
 * `POST /v1/predict` — top-k classes of one image (multipart field `file`)
 * `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated)
 * `POST /v1/embed` — the 512-d feature vector of an image
+* `POST /v1/classifiers` — teach new classes from a few labelled photos; then `POST /v1/predict?classifier={id}`
 * `GET /livez`, `GET /readyz`, `GET /metrics` — for orchestrators and Prometheus
 
 Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.
@@ -73,12 +79,17 @@ def create_app(
         service = InferenceService(settings, weights_loader=weights_loader, metrics=metrics)
         await service.start()
         app.state.service = service
+        registry = registry_for(settings, service, service.description)
+        await registry.open()
+        app.state.classifiers = registry
         try:
             yield
         finally:
             # 1. readiness fails at once; 2. accepted work finishes; 3. threads are released.
             await service.stop()
+            await registry.close()
             app.state.service = None
+            app.state.classifiers = None
 
     app = FastAPI(
         title="resnet-api",
@@ -91,9 +102,11 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = None
+    app.state.classifiers = None
     install_error_handlers(app)
-    for router in (predict.router, model.router, health.router, metrics_route.router):
+    for router in (predict.router, model.router, health.router, metrics_route.router, classifiers.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
     return app

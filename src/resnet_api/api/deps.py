@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, File, Request, UploadFile
 
+from resnet_api.inference.classifiers import ClassifierRegistry
 from resnet_api.inference.errors import NotReady, PayloadTooLarge
 from resnet_api.inference.service import InferenceService
 from resnet_api.settings import Settings
@@ -44,3 +45,13 @@ async def image_upload(
 
 
 ImageUploadDep = Annotated[bytes, Depends(image_upload)]
+
+
+async def get_classifiers(request: Request) -> ClassifierRegistry:
+    registry: ClassifierRegistry | None = getattr(request.app.state, "classifiers", None)
+    if registry is None:
+        raise NotReady("the service is still starting: retry shortly")
+    return registry
+
+
+ClassifiersDep = Annotated[ClassifierRegistry, Depends(get_classifiers)]

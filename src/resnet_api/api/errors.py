@@ -13,9 +13,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from resnet_api.api.schemas import Problem
 from resnet_api.inference.errors import (
+    BackboneMismatch,
+    ClassifierNotFound,
     ImageTooLarge,
     InferenceError,
     InvalidImage,
+    InvalidTrainingSet,
+    LimitExceeded,
     NotReady,
     Overloaded,
     PayloadTooLarge,
@@ -37,6 +41,10 @@ STATUS: dict[type[InferenceError], int] = {
     Overloaded: 503,
     NotReady: 503,
     WeightsUnavailable: 503,
+    ClassifierNotFound: 404,
+    BackboneMismatch: 409,
+    LimitExceeded: 422,
+    InvalidTrainingSet: 422,
     InferenceError: 500,
 }
 RETRY_STATUSES = frozenset({503})
@@ -49,9 +57,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Corrupt or truncated image",
         401: "Missing or invalid API key",
+        404: "No such custom classifier",
+        409: "The custom classifier was trained on other backbone weights",
         413: "File or request too large, or too many pixels",
         415: "Not an image, or an unsupported format",
-        422: "Invalid parameters or missing file",
+        422: "Invalid parameters, missing file, or a limit reached",
         503: "Overloaded or not ready: retry after the Retry-After header",
     }
     return {s: {"model": Problem, "description": descriptions[s], "content": PROBLEM_CONTENT} for s in statuses}

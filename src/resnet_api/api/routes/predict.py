@@ -8,8 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from resnet_api.api.deps import ImageUploadDep, ServiceDep, SettingsDep, read_upload
+from resnet_api.api.deps import ClassifiersDep, ImageUploadDep, ServiceDep, SettingsDep, read_upload
 from resnet_api.api.errors import error_responses, problem_for
+from resnet_api.api.routes.classifiers import ClassifierParam, classify_with
 from resnet_api.api.schemas import BatchItem, BatchResponse, EmbedResponse, PredictResponse
 from resnet_api.api.views import image_info, model_ref, predictions, timings, warning
 from resnet_api.inference.errors import InferenceError, TooManyFiles
@@ -27,18 +28,24 @@ MinScore = Annotated[
     operation_id="predict",
     summary="Classify one image",
     response_model=PredictResponse,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 404, 409, 413, 415, 422, 503),
 )
 async def predict(
-    service: ServiceDep, data: ImageUploadDep, top_k: TopK = 3, min_score: MinScore = None
+    service: ServiceDep,
+    classifiers: ClassifiersDep,
+    data: ImageUploadDep,
+    top_k: TopK = 3,
+    min_score: MinScore = None,
+    classifier: ClassifierParam = None,
 ) -> PredictResponse:
-    result = await service.classify(data, top_k=top_k, min_score=min_score)
+    result = await classify_with(service, classifiers, classifier)(data, top_k=top_k, min_score=min_score)
     return PredictResponse(
         predictions=predictions(result.predictions),
         model=model_ref(service),
         image=image_info(result.image),
         timings=timings(result.timings),
         warning=warning(service),
+        classifier=classifier,
     )
 
 
@@ -48,17 +55,20 @@ async def predict(
     summary="Classify several images in one request",
     description="Results come back in the order of the files; a bad file gets its own error and the others still run.",
     response_model=BatchResponse,
-    responses=error_responses(413, 422, 503),
+    responses=error_responses(404, 409, 413, 422, 503),
 )
 async def predict_batch(
     request: Request,
     service: ServiceDep,
+    classifiers: ClassifiersDep,
     settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="The images, in order")],
     top_k: TopK = 3,
     min_score: MinScore = None,
+    classifier: ClassifierParam = None,
 ) -> BatchResponse:
     started = time.perf_counter()
+    classify = classify_with(service, classifiers, classifier)
     if len(files) > settings.max_batch_files:
         raise TooManyFiles(
             f"{len(files)} files sent; at most {settings.max_batch_files} per request (RESNET_API_MAX_BATCH_FILES)"
@@ -67,7 +77,7 @@ async def predict_batch(
     async def one(index: int, upload: UploadFile) -> BatchItem:
         try:
             data = await read_upload(upload, settings.max_upload_bytes)
-            result = await service.classify(data, top_k=top_k, min_score=min_score)
+            result = await classify(data, top_k=top_k, min_score=min_score)
         except InferenceError as exc:
             return BatchItem(index=index, filename=upload.filename, ok=False, error=problem_for(exc, request.url.path))
         return BatchItem(
@@ -85,6 +95,7 @@ async def predict_batch(
         model=model_ref(service),
         total_ms=round((time.perf_counter() - started) * 1000, 3),
         warning=warning(service),
+        classifier=classifier,
     )
 
 
