@@ -125,5 +125,5 @@ class Settings(BaseSettings):
     max_classifier_examples: int = Field(default=1000, ge=2, le=100_000)
     """Most examples one custom classifier may accumulate over all its requests."""
 
-    classifier_embed_inflight: int = Field(default=4, ge=1, le=256)
+    classifier_embed_inflight: int = Field(default=1, ge=1, le=256)
     """Training images in the model queue at once (all trainings together): bounds how long training delays predictions."""
