@@ -21,11 +21,10 @@ import torch
 from asgi_lifespan import LifespanManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from classifier_images import colour_image, training_set  # noqa: E402
-
-from resnet_api.app import create_app  # noqa: E402
-from resnet_api.inference.model import random_weights  # noqa: E402
-from resnet_api.settings import Settings  # noqa: E402
+from classifier_images import colour_image, training_set
+from resnet_api.app import create_app
+from resnet_api.inference.model import random_weights
+from resnet_api.settings import Settings
 
 
 def summary(ms: list[float]) -> str:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,11 +12,6 @@ from fastapi import FastAPI
 from resnet_api.app import create_app
 from resnet_api.inference.model import random_weights
 from resnet_api.settings import Settings
-
-
-@pytest.fixture(scope="session")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +38,3 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
         yield c
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every `async def` test runs on asyncio through AnyIO's plugin (no per-file markers needed)."""
-    for item in items:
-        function = getattr(item, "function", None)
-        if function is not None and inspect.iscoroutinefunction(function):
-            item.add_marker(pytest.mark.anyio)

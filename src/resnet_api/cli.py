@@ -103,7 +103,10 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
 
     _setup_logging("info")
     try:
-        path = fetch_imagenet_weights(args.weights_dir or Settings().weights_dir, progress=not args.quiet)
+        settings = Settings()
+        path = fetch_imagenet_weights(
+            args.weights_dir or settings.weights_dir, url=settings.weights_url, progress=not args.quiet
+        )
     except WeightsUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

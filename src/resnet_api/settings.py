@@ -46,7 +46,9 @@ def _cgroup_cpu_quota() -> float | None:
 class Settings(BaseSettings):
     """Service configuration; each field is `RESNET_API_<NAME>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="RESNET_API_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RESNET_API_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     host: str = Field(default="127.0.0.1", min_length=1)
     """Interface `resnet-api serve` binds to (use 0.0.0.0 in a container)."""
@@ -62,6 +64,9 @@ class Settings(BaseSettings):
 
     allow_download: bool = True
     """When `weights=imagenet` and the file is missing, try downloading it (hash checked) before failing."""
+
+    weights_url: str = Field(default="https://download.pytorch.org/models/resnet18-f37072fd.pth", min_length=1)
+    """Where `weights fetch` downloads the official file from (an internal mirror works; the SHA-256 prefix is still checked)."""
 
     fallback_to_random: bool = False
     """If the `imagenet` weights cannot be had, start on untrained weights with loud warnings instead of failing."""
@@ -125,5 +130,5 @@ class Settings(BaseSettings):
     max_classifier_examples: int = Field(default=1000, ge=2, le=100_000)
     """Most examples one custom classifier may accumulate over all its requests."""
 
-    classifier_embed_inflight: int = Field(default=1, ge=1, le=256)
+    classifier_embed_inflight: int = Field(default=2, ge=1, le=256)
     """Training images in the model queue at once (all trainings together): bounds how long training delays predictions."""

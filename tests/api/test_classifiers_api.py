@@ -14,8 +14,6 @@ from classifier_images import colour_image, training_set
 from resnet_api.app import create_app
 from resnet_api.settings import Settings
 
-pytestmark = pytest.mark.anyio
-
 HELD_OUT = [(label, colour_image(label, 50_000 + i)) for label in ("red", "green", "blue") for i in range(2)]
 
 

@@ -18,8 +18,6 @@ from resnet_api.inference.errors import (
 )
 from resnet_api.inference.service import Embedding, ImageMeta, Timings
 
-pytestmark = pytest.mark.anyio  # module-level, so that parametrized async tests get their parameters
-
 BACKBONE = BackboneRef(name="resnet18", weights="test", weights_sha256="ab" * 32)
 OTHER = BackboneRef(name="resnet18", weights="other", weights_sha256="cd" * 32)
 LIMITS = Limits(max_classifiers=3, max_labels=4, max_images_per_request=30, max_examples=40)

@@ -150,7 +150,9 @@ def load_state_dict_file(path: Path) -> LoadedWeights:
     return LoadedWeights(state, weights_id, digest, untrained=False, source=str(path))
 
 
-def fetch_imagenet_weights(weights_dir: Path | None = None, *, progress: bool = True) -> Path:
+def fetch_imagenet_weights(
+    weights_dir: Path | None = None, *, url: str = IMAGENET_WEIGHTS_URL, progress: bool = True
+) -> Path:
     """Download the official file into `weights_dir` (torch.hub checks the SHA-256 prefix in its name)."""
     target_dir = weights_dir or default_weights_dir()
     target = target_dir / IMAGENET_WEIGHTS_FILE
@@ -158,12 +160,10 @@ def fetch_imagenet_weights(weights_dir: Path | None = None, *, progress: bool = 
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
     try:
-        torch.hub.download_url_to_file(
-            IMAGENET_WEIGHTS_URL, str(target), hash_prefix=IMAGENET_WEIGHTS_SHA256_PREFIX, progress=progress
-        )
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=IMAGENET_WEIGHTS_SHA256_PREFIX, progress=progress)
     except Exception as exc:  # URLError, RuntimeError on hash mismatch, OSError...
         raise WeightsUnavailable(
-            f"could not download {IMAGENET_WEIGHTS_URL} to {target} ({exc}). Fixes: run "
+            f"could not download {url} to {target} ({exc}). Fixes: run "
             f"`resnet-api weights fetch` on a machine with internet and copy the file to {target_dir}, "
             "set RESNET_API_WEIGHTS to a state_dict path, or set RESNET_API_WEIGHTS=random for an untrained demo"
         ) from exc
@@ -171,7 +171,13 @@ def fetch_imagenet_weights(weights_dir: Path | None = None, *, progress: bool = 
 
 
 def resolve_weights(
-    spec: str, *, weights_dir: Path | None, allow_download: bool, seed: int, fallback_to_random: bool = False
+    spec: str,
+    *,
+    weights_dir: Path | None,
+    allow_download: bool,
+    seed: int,
+    fallback_to_random: bool = False,
+    url: str = IMAGENET_WEIGHTS_URL,
 ) -> LoadedWeights:
     """Turn the `weights` setting into a state_dict; `imagenet` is strict unless a fallback is asked for."""
     if spec == "random":
@@ -188,7 +194,7 @@ def resolve_weights(
                     f"`resnet-api weights fetch` on a machine with internet and copy the file to {target_dir}, "
                     "set RESNET_API_WEIGHTS to a state_dict path, or set RESNET_API_WEIGHTS=random for an untrained demo"
                 )
-            path = fetch_imagenet_weights(target_dir)
+            path = fetch_imagenet_weights(target_dir, url=url)
         return load_state_dict_file(path)
     except WeightsUnavailable as exc:
         if not fallback_to_random:

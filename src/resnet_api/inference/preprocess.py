@@ -76,7 +76,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit grey: scale to 8 bits instead of letting PIL clip at 255.
         arr = np.asarray(image, dtype=np.float64)
         scale = 255.0 / 65535.0 if arr.max(initial=0) > 255 else 1.0
-        return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
     return image.convert("RGB")
 
 

@@ -46,6 +46,7 @@ def load_weights(settings: Settings) -> LoadedWeights:
         allow_download=settings.allow_download,
         seed=settings.random_seed,
         fallback_to_random=settings.fallback_to_random,
+        url=settings.weights_url,
     )
 
 
@@ -164,7 +165,8 @@ class InferenceService:
             version=__version__,
         )
         if weights.untrained:
-            log.warning(UNTRAINED_WARNING)
+            bar = "!" * 78
+            log.warning("\n%s\n!! %s\n%s", bar, UNTRAINED_WARNING, bar)
         if self.settings.warmup:
             sample = np.zeros((3, preprocess.CROP, preprocess.CROP), dtype=np.float32)
             for size in sorted({1, self.settings.max_batch_size}):

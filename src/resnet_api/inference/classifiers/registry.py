@@ -105,7 +105,7 @@ class ClassifierRegistry:
         store: ClassifierStore,
         limits: Limits,
         *,
-        embed_inflight: int = 1,
+        embed_inflight: int = 2,
         l2: float = DEFAULT_L2,
     ) -> None:
         self.backbone = backbone

@@ -1,0 +1,56 @@
+"""Probes and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import httpx
+from asgi_lifespan import LifespanManager
+
+from imagegen import photo_like
+from resnet_api.app import create_app
+from resnet_api.settings import Settings
+
+
+async def test_readyz_is_503_before_startup_and_200_after(settings: Settings) -> None:
+    app = create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        before = await c.get("/readyz")
+        assert before.status_code == 503
+        assert before.json()["code"] == "not_ready"
+        assert "retry-after" in before.headers
+        assert (await c.get("/livez")).status_code == 200
+        predict = await c.post("/v1/predict", files={"file": ("a.jpg", photo_like(), "image/jpeg")})
+        assert predict.status_code == 503
+    async with (
+        LifespanManager(app, startup_timeout=60) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
+    ):
+        ready = await c.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/readyz")).status_code == 503  # after shutdown
+
+
+async def test_metrics_are_prometheus_text_without_redirect(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/predict", files={"file": ("a.jpg", photo_like(), "image/jpeg")})
+    await client.post("/v1/predict", files={"file": ("a.txt", b"nope", "text/plain")})
+    response = await client.get("/metrics", follow_redirects=False)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    text = response.text
+    assert 'resnet_api_http_requests_total{method="POST",route="/v1/predict",status="200"} 1.0' in text
+    assert 'resnet_api_http_requests_total{method="POST",route="/v1/predict",status="415"} 1.0' in text
+    for name in (
+        "resnet_api_http_request_duration_seconds_bucket",
+        "resnet_api_queue_wait_seconds_count 1.0",
+        "resnet_api_preprocess_seconds_count 1.0",
+        "resnet_api_inference_seconds_count",
+        "resnet_api_batch_size_count",
+        "resnet_api_queue_depth 0.0",
+        "resnet_api_ready 1.0",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        'resnet_api_model_info{backend="torch"',
+        'resnet_api_images_total{outcome="unsupported_media_type"} 1.0',
+    ):
+        assert name in text, name

@@ -1,0 +1,125 @@
+"""The micro-batcher: batches form, every caller gets its own answer, every future ends."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from resnet_api.inference.batcher import BatchStats, MicroBatcher
+from resnet_api.inference.errors import NotReady, Overloaded
+
+
+class Recorder:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[list[int]] = []
+        self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.gate.wait(5)
+        if self.delay:
+            threading.Event().wait(self.delay)
+        self.calls.append(list(items))
+        return [i * 10 for i in items]
+
+
+async def test_concurrent_submits_are_batched_and_answered_in_order() -> None:
+    fn = Recorder(delay=0.01)
+    stats: list[BatchStats] = []
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        fn, max_batch_size=8, max_wait_s=0.02, max_queue_size=100, on_batch=stats.append
+    )
+    batcher.start()
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(40)))
+    await batcher.stop()
+    assert [r.value for r in results] == [i * 10 for i in range(40)]
+    assert len(fn.calls) < 40
+    assert max(len(c) for c in fn.calls) > 1
+    assert all(len(c) <= 8 for c in fn.calls)
+    assert sorted(i for c in fn.calls for i in c) == list(range(40))
+    assert sum(s.size for s in stats) == 40
+    assert all(r.batch_size >= 1 and r.queue_s >= 0 for r in results)
+
+
+async def test_lone_request_waits_at_most_the_deadline() -> None:
+    fn = Recorder()
+    batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_batch_size=64, max_wait_s=0.05, max_queue_size=10)
+    batcher.start()
+    result = await asyncio.wait_for(batcher.submit(1), timeout=2)
+    await batcher.stop()
+    assert result.value == 10
+    assert fn.calls == [[1]]
+
+
+async def test_full_queue_raises_overloaded_at_once() -> None:
+    fn = Recorder()
+    fn.gate.clear()  # the model thread blocks until we open the gate
+    batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_batch_size=1, max_wait_s=0, max_queue_size=2)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.05)  # first is now on the model thread, the queue is empty
+    queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        await batcher.submit(3)
+    fn.gate.set()
+    assert [r.value for r in await asyncio.gather(first, *queued)] == [0, 10, 20]
+    await batcher.stop()
+
+
+async def test_a_failing_batch_fails_every_caller_and_the_batcher_keeps_serving() -> None:
+    calls = 0
+
+    def flaky(items: Sequence[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return list(items)
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(flaky, max_batch_size=4, max_wait_s=0.05, max_queue_size=10)
+    batcher.start()
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert (await batcher.submit(7)).value == 7
+    await batcher.stop()
+
+
+async def test_wrong_output_count_is_an_error_not_a_mixup() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda xs: [1], max_batch_size=4, max_wait_s=0.05, max_queue_size=10)
+    batcher.start()
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    await batcher.stop()
+    assert all(isinstance(r, RuntimeError) and "outputs" in str(r) for r in results)
+
+
+async def test_stop_answers_everything_accepted_then_refuses() -> None:
+    fn = Recorder(delay=0.02)
+    batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_batch_size=2, max_wait_s=0, max_queue_size=50)
+    batcher.start()
+    pending = [asyncio.ensure_future(batcher.submit(i)) for i in range(10)]
+    await asyncio.sleep(0)
+    await batcher.stop()
+    assert [p.result().value for p in pending] == [i * 10 for i in range(10)]
+    with pytest.raises(NotReady):
+        await batcher.submit(99)
+
+
+async def test_cancelled_callers_are_skipped() -> None:
+    fn = Recorder()
+    fn.gate.clear()
+    batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_batch_size=1, max_wait_s=0, max_queue_size=10)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.05)
+    abandoned = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    fn.gate.set()
+    assert (await first).value == 0
+    await batcher.stop()
+    assert [1] not in fn.calls

@@ -1,0 +1,114 @@
+"""Decoding and the eval transform against torchvision's outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagegen import encode, formula_image
+from resnet_api.inference.errors import ImageTooLarge, InvalidImage, UnsupportedImage
+from resnet_api.inference.preprocess import center_crop_box, decode, resized_size, to_array
+
+REFERENCE = Path(__file__).parents[1] / "fixtures" / "torchvision_resnet18.json"
+MAX_PIXELS = 50_000_000
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = json.loads(REFERENCE.read_text())["preprocessing"]
+    return data
+
+
+def test_eval_transform_matches_torchvision(cases: list[dict[str, Any]]) -> None:
+    assert len(cases) >= 5
+    for case in cases:
+        array = to_array(formula_image(case["width"], case["height"]))
+        assert array.shape == (3, 224, 224)
+        assert array.dtype == np.float32
+        flat = array.ravel()
+        np.testing.assert_allclose(flat[case["positions"]], case["values"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(array.reshape(3, -1).sum(axis=1), case["channel_sums"], rtol=1e-5, atol=1e-2)
+
+
+def test_resize_and_crop_follow_torchvision_rounding() -> None:
+    assert resized_size(640, 480) == (341, 256)
+    assert resized_size(300, 500) == (256, 426)
+    assert resized_size(257, 256) == (257, 256)
+    assert center_crop_box(257, 256) == (16, 16, 240, 240)  # round(16.5) == 16, round-half-even
+    assert center_crop_box(256, 426) == (16, 101, 240, 325)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP"])
+def test_accepted_formats_decode_by_content(fmt: str) -> None:
+    data = encode(formula_image(300, 200), fmt)
+    decoded = decode(data, max_pixels=MAX_PIXELS)
+    assert (decoded.width, decoded.height, decoded.format) == (300, 200, fmt)
+    assert decoded.image.mode == "RGB"
+
+
+def test_tiff_is_unsupported() -> None:
+    with pytest.raises(UnsupportedImage):
+        decode(encode(formula_image(32, 32), "TIFF"), max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", b"GIF89a"])
+def test_garbage_is_rejected_cleanly(data: bytes) -> None:
+    with pytest.raises((UnsupportedImage, InvalidImage)):
+        decode(data, max_pixels=MAX_PIXELS)
+
+
+def test_truncated_jpeg_is_invalid() -> None:
+    data = encode(formula_image(400, 300), "JPEG")
+    with pytest.raises(InvalidImage, match="truncated"):
+        decode(data[: len(data) // 2], max_pixels=MAX_PIXELS)
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    data = encode(Image.new("L", (2000, 2000)), "PNG")
+    with pytest.raises(ImageTooLarge, match="2000x2000"):
+        decode(data, max_pixels=1_000_000)
+
+
+def test_alpha_is_composited_over_white() -> None:
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))  # fully transparent red
+    decoded = decode(encode(rgba, "PNG"), max_pixels=MAX_PIXELS)
+    assert decoded.image.getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_palette_with_transparency_is_composited() -> None:
+    p = Image.new("P", (10, 10), 0)
+    p.putpalette([0, 0, 0, 10, 200, 30] + [0] * (256 * 3 - 6))
+    p.putpixel((0, 0), 1)
+    decoded = decode(encode(p, "PNG", transparency=0), max_pixels=MAX_PIXELS)
+    assert decoded.image.getpixel((5, 5)) == (255, 255, 255)
+    assert decoded.image.getpixel((0, 0)) == (10, 200, 30)
+
+
+def test_16bit_grey_is_scaled_not_clipped() -> None:
+    grey16 = Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16))
+    decoded = decode(encode(grey16, "PNG"), max_pixels=MAX_PIXELS)
+    assert decoded.image.getpixel((1, 1)) == (128, 128, 128)
+
+
+def test_exif_orientation_is_applied() -> None:
+    image = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when shown
+    decoded = decode(encode(image, "JPEG", exif=exif.tobytes()), max_pixels=MAX_PIXELS)
+    assert decoded.image.size == (20, 40)
+
+
+def test_first_gif_frame_is_used() -> None:
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 255, 0))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    decoded = decode(buf.getvalue(), max_pixels=MAX_PIXELS)
+    r, g, _ = decoded.image.getpixel((8, 8))  # type: ignore[misc]
+    assert r > 200
+    assert g < 50

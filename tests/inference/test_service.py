@@ -1,0 +1,82 @@
+"""The inference service end to end, without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from imagegen import photo_like
+from resnet_api.inference.errors import NotReady
+from resnet_api.inference.service import InferenceService
+from resnet_api.settings import Settings
+
+
+async def test_batched_results_equal_results_alone(settings: Settings) -> None:
+    images = [photo_like(160 + 8 * i, 120 + 4 * i, seed=i) for i in range(12)]
+    alone = InferenceService(settings.model_copy(update={"max_batch_size": 1}))
+    await alone.start()
+    try:
+        singles = [await alone.classify(data, top_k=5) for data in images]
+    finally:
+        await alone.stop()
+
+    batched = InferenceService(settings.model_copy(update={"max_batch_size": 8, "max_batch_wait_ms": 50.0}))
+    await batched.start()
+    try:
+        together = await asyncio.gather(*(batched.classify(data, top_k=5) for data in images))
+    finally:
+        await batched.stop()
+
+    assert batched.batches_run < len(images)
+    assert max(r.timings.batch_size for r in together) > 1
+    assert len({tuple(p.index for p in r.predictions) for r in singles}) > 1  # images differ, so must answers
+    for one, many in zip(singles, together, strict=True):
+        assert [p.index for p in one.predictions] == [p.index for p in many.predictions]
+        np.testing.assert_allclose([p.score for p in one.predictions], [p.score for p in many.predictions], atol=1e-5)
+
+
+async def test_embed_is_512_d_and_normalised(settings: Settings) -> None:
+    service = InferenceService(settings)
+    await service.start()
+    try:
+        unit = await service.embed(photo_like(seed=1), normalize=True)
+        raw = await service.embed(photo_like(seed=1), normalize=False)
+    finally:
+        await service.stop()
+    assert len(unit.vector) == 512
+    assert np.linalg.norm(unit.vector) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(np.array(raw.vector) / np.linalg.norm(raw.vector), unit.vector, atol=1e-6)
+
+
+async def test_requests_before_start_are_not_ready(settings: Settings) -> None:
+    service = InferenceService(settings)
+    with pytest.raises(NotReady):
+        await service.classify(photo_like())
+
+
+async def test_min_score_and_top_k(settings: Settings) -> None:
+    service = InferenceService(settings)
+    await service.start()
+    try:
+        all_classes = await service.classify(photo_like(), top_k=1000)
+        filtered = await service.classify(photo_like(), top_k=1000, min_score=0.002)
+    finally:
+        await service.stop()
+    scores = [p.score for p in all_classes.predictions]
+    assert len(scores) == 1000
+    assert scores == sorted(scores, reverse=True)
+    assert sum(scores) == pytest.approx(1.0, abs=1e-4)
+    assert all(p.score >= 0.002 for p in filtered.predictions)
+    assert len(filtered.predictions) == sum(s >= 0.002 for s in scores)
+
+
+def test_inference_package_does_not_import_fastapi() -> None:
+    code = (
+        "import sys, resnet_api.inference.service, resnet_api.inference.batcher;"
+        "bad = [m for m in ('fastapi', 'starlette') if m in sys.modules]; print(bad); raise SystemExit(bool(bad))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

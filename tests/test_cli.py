@@ -1,0 +1,149 @@
+"""The command line: predict, openapi, weights fetch and serve, run as a user would."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from imagegen import photo_like
+from resnet_api.cli import main
+
+ROOT = Path(__file__).parents[1]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_API_")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    return {**env, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_predict_prints_a_table(tmp_path: Path, weights_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(photo_like())
+    assert main(["predict", str(image), "--weights", str(weights_file), "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "photo.jpg" in out
+    assert len([line for line in out.splitlines() if "%" in line]) == 2
+
+
+def test_predict_json_reports_bad_files_and_fails(
+    tmp_path: Path, weights_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad = tmp_path / "good.png", tmp_path / "bad.jpg"
+    good.write_bytes(photo_like(fmt="PNG"))
+    bad.write_bytes(b"not an image")
+    assert main(["predict", str(good), str(bad), "--weights", str(weights_file), "--json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows[0]["predictions"]) == 3
+    assert "not a recognised image" in rows[1]["error"]
+
+
+def test_predict_warns_about_untrained_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(photo_like())
+    assert main(["predict", str(image), "--weights", "random"]) == 0
+    assert "UNTRAINED" in capsys.readouterr().err
+
+
+def test_openapi_command_writes_the_committed_schema(tmp_path: Path) -> None:
+    out = tmp_path / "openapi.json"
+    assert main(["openapi", "-o", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads((ROOT / "openapi.json").read_text())
+
+
+@pytest.fixture
+def local_mirror(tmp_path: Path) -> Iterator[str]:
+    """A loopback HTTP server holding a file that is NOT the official weights."""
+    (tmp_path / "resnet18-f37072fd.pth").write_bytes(b"definitely not the official weights")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/resnet18-f37072fd.pth"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_weights_fetch_refuses_a_file_with_the_wrong_hash(tmp_path: Path, local_mirror: str) -> None:
+    target = tmp_path / "weights"
+    result = subprocess.run(
+        [sys.executable, "-m", "resnet_api", "weights", "fetch", "--weights-dir", str(target), "--quiet"],
+        env=cli_env(RESNET_API_WEIGHTS_URL=local_mirror),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "invalid hash value" in result.stderr
+    assert "resnet-api weights fetch" in result.stderr
+    assert not (target / "resnet18-f37072fd.pth").exists()
+
+
+def test_serve_refuses_to_start_without_imagenet_weights(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "resnet_api", "serve", "--port", str(free_port())],
+        env=cli_env(RESNET_API_WEIGHTS_DIR=str(tmp_path), RESNET_API_ALLOW_DOWNLOAD="false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "resnet-api weights fetch" in result.stderr
+    assert "RESNET_API_WEIGHTS=random" in result.stderr
+
+
+def test_serve_answers_over_http_and_stops_cleanly(weights_file: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_api", "serve", "--port", str(port), "--weights", str(weights_file)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.2)
+        else:
+            pytest.fail("server did not become ready in 90 s")
+        response = httpx.post(f"{base}/v1/predict", files={"file": ("a.jpg", photo_like(), "image/jpeg")}, timeout=30)
+        assert response.status_code == 200
+        assert len(response.json()["predictions"]) == 3
+        assert httpx.get(f"{base}/docs", timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=60)
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is a clean stop too.
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
