@@ -108,5 +108,7 @@ def create_app(
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+    # The Web UI is the router's fallback rather than a mount at "/": a catch-all mount would answer 404
+    # where an API route exists for another method (405), because the router prefers full matches.
+    app.router.default = StaticFiles(directory=STATIC_DIR, html=True)
     return app
