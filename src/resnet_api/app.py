@@ -85,9 +85,10 @@ def create_app(
         try:
             yield
         finally:
-            # 1. readiness fails at once; 2. accepted work finishes; 3. threads are released.
-            await service.stop()
+            # 1. classifier writes in progress finish (they need the model); 2. readiness fails at once;
+            # 3. accepted work finishes; 4. threads are released.
             await registry.close()
+            await service.stop()
             app.state.service = None
             app.state.classifiers = None
 

@@ -205,3 +205,15 @@ def test_the_classifier_package_does_not_import_fastapi() -> None:
 
     code = "import sys, resnet_api.inference.classifiers; assert 'fastapi' not in sys.modules and 'starlette' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_a_cancelled_create_still_finishes_so_memory_and_disk_agree(tmp_path: Path) -> None:
+    registry = await open_registry(tmp_path, FakeEmbedder(delay=0.01))
+    caller = asyncio.create_task(registry.create("x", examples("ab")))
+    await asyncio.sleep(0.02)  # mid-embedding
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await registry.close()  # waits for writes in progress
+    assert [c.manifest.name for c in registry.all()] == ["x"]
+    assert [p.name for p in tmp_path.iterdir()] == [registry.all()[0].id]

@@ -15,12 +15,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -46,6 +46,8 @@ from resnet_api.inference.service import Classification, Embedding, ModelDescrip
 from resnet_api.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_NAME_CHARS = 100
 
@@ -120,6 +122,7 @@ class ClassifierRegistry:
         self._id_locks: dict[str, asyncio.Lock] = {}  # one writer per classifier (retrain, delete)
         self._embed_slots = asyncio.Semaphore(embed_inflight)
         self._trainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnet-train")
+        self._writes: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -142,6 +145,8 @@ class ClassifierRegistry:
         log.info("custom classifiers: %d loaded, %d skipped", len(self._items), len(self.skipped))
 
     async def close(self) -> None:
+        """Let writes in progress finish (they may need the model: close before stopping the service), then stop."""
+        await asyncio.gather(*self._writes, return_exceptions=True)
         await asyncio.to_thread(self._trainer.shutdown, wait=True)
 
     # -- reads -----------------------------------------------------------------------------------
@@ -184,13 +189,32 @@ class ClassifierRegistry:
     async def create(self, name: str, examples: Sequence[Example]) -> Classifier:
         name = _check_name(name)
         labels = self._check_examples(examples, existing=[], existing_count=0)
+        return await self._complete(self._create(name, labels, examples))
+
+    async def add_examples(self, classifier_id: str, examples: Sequence[Example]) -> Classifier:
+        """Add examples (to known or new labels) and retrain on all of them."""
+        return await self._complete(self._add_examples(classifier_id, examples))
+
+    async def delete(self, classifier_id: str) -> None:
+        await self._complete(self._delete(classifier_id))
+
+    # -- internals -------------------------------------------------------------------------------
+
+    async def _complete(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run a write to its end even if the caller is cancelled (client gone, shutdown): memory and disk agree."""
+        task = asyncio.ensure_future(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
+
+    async def _create(self, name: str, labels: list[str], examples: Sequence[Example]) -> Classifier:
         async with self._lock:
             if len(self._items) + self._reserved >= self.limits.max_classifiers:
                 raise LimitExceeded(
                     f"there are already {self.limits.max_classifiers} classifiers "
                     "(RESNET_API_MAX_CLASSIFIERS): delete one first"
                 )
-            self._reserved += 1
+            self._reserved += 1  # a slot, so concurrent creates cannot pass the limit while they train
         try:
             classifier_id = uuid.uuid4().hex[:16]
             now = datetime.now(UTC)
@@ -203,8 +227,7 @@ class ClassifierRegistry:
         log.info("classifier %s (%s) created: labels=%s", item.id, name, labels)
         return item
 
-    async def add_examples(self, classifier_id: str, examples: Sequence[Example]) -> Classifier:
-        """Add examples (to known or new labels) and retrain on all of them."""
+    async def _add_examples(self, classifier_id: str, examples: Sequence[Example]) -> Classifier:
         async with self._id_lock(classifier_id):
             current = self.usable(classifier_id)
             m = current.manifest
@@ -225,7 +248,7 @@ class ClassifierRegistry:
         )
         return item
 
-    async def delete(self, classifier_id: str) -> None:
+    async def _delete(self, classifier_id: str) -> None:
         async with self._id_lock(classifier_id):
             self.get(classifier_id)
             await asyncio.to_thread(self._store.delete, classifier_id)
@@ -233,8 +256,6 @@ class ClassifierRegistry:
                 self._items.pop(classifier_id, None)
                 self._id_locks.pop(classifier_id, None)
         log.info("classifier %s deleted", classifier_id)
-
-    # -- internals -------------------------------------------------------------------------------
 
     def _id_lock(self, classifier_id: str) -> asyncio.Lock:
         return self._id_locks.setdefault(classifier_id, asyncio.Lock())
