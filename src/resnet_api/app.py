@@ -15,7 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from resnet_api import __version__
 from resnet_api.api.errors import install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
-from resnet_api.api.routes import classifiers, health, model, predict
+from resnet_api.api.openapi import install_request_schemas
+from resnet_api.api.routes import classifiers, health, model, predict, v2
 from resnet_api.api.routes import metrics as metrics_route
 from resnet_api.inference.classifiers import registry_for
 from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
@@ -29,10 +30,11 @@ STATIC_DIR = Path(__file__).parent / "static"
 DESCRIPTION = """\
 Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline.
 
-* `POST /v1/predict` — top-k classes of one image (multipart field `file`)
-* `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated)
+* `POST /v1/predict` — top-k classes of one image (multipart field `file`, or JSON with base64)
+* `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated, or JSON)
 * `POST /v1/embed` — the 512-d feature vector of an image
 * `POST /v1/classifiers` — teach new classes from a few labelled photos; then `POST /v1/predict?classifier={id}`
+* `/v2/...` — the Open Inference Protocol (KServe V2) for Triton and KServe clients; not in this schema
 * `GET /livez`, `GET /readyz`, `GET /metrics` — for orchestrators and Prometheus
 
 Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`.
@@ -105,8 +107,9 @@ def create_app(
     app.state.service = None
     app.state.classifiers = None
     install_error_handlers(app)
-    for router in (predict.router, model.router, health.router, metrics_route.router, classifiers.router):
+    for router in (predict.router, model.router, health.router, metrics_route.router, v2.router, classifiers.router):
         app.include_router(router)
+    install_request_schemas(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     # The Web UI is the router's fallback rather than a mount at "/": a catch-all mount would answer 404

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Literal, Protocol, TypeVar
 
-from fastapi import Depends, File, Request, UploadFile
+from fastapi import Depends, File, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
+from resnet_api.api.schemas import BatchJSON, ImageJSON
 from resnet_api.inference.classifiers import ClassifierRegistry
 from resnet_api.inference.errors import NotReady, PayloadTooLarge
 from resnet_api.inference.service import InferenceService
@@ -28,23 +35,128 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
 
 
-async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+async def read_upload(upload: StarletteUploadFile, max_bytes: int) -> bytes:
     """Read at most `max_bytes + 1` bytes, so an oversized file is refused without reading it all."""
-    data = await upload.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        name = upload.filename or "file"
-        raise PayloadTooLarge(f"{name} is larger than the {max_bytes}-byte upload limit (RESNET_API_MAX_UPLOAD_BYTES)")
-    return data
+    return check_size(await upload.read(max_bytes + 1), upload.filename, max_bytes)
 
 
 async def image_upload(
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="The image: JPEG, PNG, GIF (first frame), WebP or BMP")],
 ) -> bytes:
+    """Multipart-only upload (see `ImageDataDep` for multipart or JSON)."""
     return await read_upload(file, settings.max_upload_bytes)
 
 
 ImageUploadDep = Annotated[bytes, Depends(image_upload)]
+
+
+def check_size(data: bytes, name: str | None, max_bytes: int) -> bytes:
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(
+            f"{name or 'file'} is larger than the {max_bytes}-byte upload limit (RESNET_API_MAX_UPLOAD_BYTES)"
+        )
+    return data
+
+
+# --- one route, two request bodies: multipart or base64 JSON (issue 7) ---
+
+
+class ImageSource(Protocol):
+    """One image of a request, from a multipart part or a JSON field; `read` applies the upload limit."""
+
+    @property
+    def filename(self) -> str | None: ...
+
+    async def read(self, max_bytes: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class UploadSource:
+    upload: StarletteUploadFile
+
+    @property
+    def filename(self) -> str | None:
+        return self.upload.filename
+
+    async def read(self, max_bytes: int) -> bytes:
+        return await read_upload(self.upload, max_bytes)
+
+
+@dataclass(frozen=True)
+class DecodedSource:
+    data: bytes
+    filename: str | None
+
+    async def read(self, max_bytes: int) -> bytes:
+        return check_size(self.data, self.filename, max_bytes)
+
+
+BodyModel = TypeVar("BodyModel", bound=BaseModel)
+
+
+def request_kind(request: Request) -> Literal["multipart", "json"]:
+    """Which of the two documented bodies this is, from Content-Type; anything else is a 415."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type in ("multipart/form-data", ""):  # no Content-Type: nothing sent, the 422 names the missing field
+        return "multipart"
+    if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
+        return "json"
+    raise HTTPException(
+        415,
+        f"Content-Type {media_type} is not accepted: send multipart/form-data with the image file(s), "
+        "or application/json with base64-encoded image(s)",
+    )
+
+
+async def parse_json(request: Request, model: type[BodyModel]) -> BodyModel:
+    """Validate the body against `model`; errors become the same 422 problem as FastAPI's own validation."""
+    body = await request.body()
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def form_uploads(form: FormData, field: str) -> list[UploadSource]:
+    items = form.getlist(field)
+    if not items:
+        raise RequestValidationError([{"type": "missing", "loc": ("body", field), "msg": "Field required"}])
+    if not all(isinstance(item, StarletteUploadFile) for item in items):
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", field), "msg": "Expected a file upload, got a text field"}]
+        )
+    return [UploadSource(item) for item in items if isinstance(item, StarletteUploadFile)]
+
+
+async def image_data(request: Request, settings: SettingsDep) -> bytes:
+    """The one image of a request: multipart field `file`, or JSON `{"image": "<base64>"}`."""
+    if request_kind(request) == "json":
+        body = await parse_json(request, ImageJSON)
+        return check_size(body.image, body.filename, settings.max_upload_bytes)
+    form = await request.form()
+    try:
+        return await form_uploads(form, "file")[0].read(settings.max_upload_bytes)
+    finally:
+        await form.close()
+
+
+async def image_sources(request: Request) -> AsyncIterator[list[ImageSource]]:
+    """The images of a batch request, in order: multipart fields `files`, or JSON `{"images": [...]}`."""
+    if request_kind(request) == "json":
+        body = await parse_json(request, BatchJSON)
+        yield [DecodedSource(item.image, item.filename) for item in body.images]
+        return
+    form = await request.form()
+    try:
+        yield list(form_uploads(form, "files"))
+    finally:
+        await form.close()
+
+
+ImageDataDep = Annotated[bytes, Depends(image_data)]
+ImageSourcesDep = Annotated[list[ImageSource], Depends(image_sources)]
 
 
 async def get_classifiers(request: Request) -> ClassifierRegistry:

@@ -18,6 +18,7 @@ from resnet_api.inference.errors import (
     ImageTooLarge,
     InferenceError,
     InvalidImage,
+    InvalidTensor,
     InvalidTrainingSet,
     LimitExceeded,
     NotReady,
@@ -35,6 +36,7 @@ PROBLEM_TYPE_BASE = "https://resnet-api.dev/problems/"
 # Domain error -> HTTP status. Subclasses not listed fall back to their nearest listed base.
 STATUS: dict[type[InferenceError], int] = {
     InvalidImage: 400,
+    InvalidTensor: 400,
     UnsupportedImage: 415,
     ImageTooLarge: 413,
     PayloadTooLarge: 413,
@@ -53,18 +55,56 @@ RETRY_STATUSES = frozenset({503})
 PROBLEM_CONTENT = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
+ERROR_DESCRIPTIONS = {
+    400: "Corrupt or truncated image",
+    401: "Missing or invalid API key",
+    404: "No such custom classifier",
+    409: "The custom classifier was trained on other backbone weights",
+    413: "File or request too large, or too many pixels",
+    415: "Not an image, an unsupported format, or a request body that is neither multipart nor JSON",
+    422: "Invalid parameters, missing file, malformed JSON body, or a limit reached",
+    503: "Overloaded or not ready: retry after the Retry-After header",
+}
+# One example body per status, so generated clients and the docs show what each error looks like.
+ERROR_EXAMPLES: dict[int, tuple[str, str, str]] = {
+    400: ("invalid_image", "Invalid image", "corrupt or truncated PNG image: image file is truncated"),
+    401: ("unauthorized", "Unauthorized", "send a valid API key"),
+    404: (
+        "classifier_not_found",
+        "Classifier not found",
+        "no classifier with id 'x': list them with GET /v1/classifiers",
+    ),
+    409: (
+        "backbone_mismatch",
+        "Classifier trained on other weights",
+        "classifier 'x' was trained on weights IMAGENET1K_V1 but the service runs random-seed0: restart with those weights",
+    ),
+    413: ("payload_too_large", "Payload too large", "cat.jpg is larger than the 20971520-byte upload limit"),
+    415: (
+        "unsupported_media_type",
+        "Unsupported image type",
+        "not a recognised image: send a JPEG, PNG, GIF, WebP or BMP file",
+    ),
+    422: ("validation_error", "Invalid request", "query.top_k: Input should be less than or equal to 1000"),
+    503: ("overloaded", "Service overloaded", "the queue is full (128 images waiting): retry shortly"),
+}
+
+
+def _example(status: int) -> dict[str, Any]:
+    code, title, detail = ERROR_EXAMPLES[status]
+    return {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {
-        400: "Corrupt or truncated image",
-        401: "Missing or invalid API key",
-        404: "No such custom classifier",
-        409: "The custom classifier was trained on other backbone weights",
-        413: "File or request too large, or too many pixels",
-        415: "Not an image, or an unsupported format",
-        422: "Invalid parameters, missing file, or a limit reached",
-        503: "Overloaded or not ready: retry after the Retry-After header",
+    """OpenAPI `responses` for these statuses: the Problem schema, a description and an example each."""
+    return {
+        s: {
+            "model": Problem,
+            "description": ERROR_DESCRIPTIONS[s],
+            "content": {PROBLEM_MEDIA_TYPE: {**PROBLEM_CONTENT[PROBLEM_MEDIA_TYPE], "example": _example(s)}},
+        }
+        for s in statuses
     }
-    return {s: {"model": Problem, "description": descriptions[s], "content": PROBLEM_CONTENT} for s in statuses}
 
 
 def status_for(exc: InferenceError) -> int:
@@ -117,9 +157,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(
-        exc.status_code, "http_error"
-    )
+    code = {
+        404: "not_found",
+        405: "method_not_allowed",
+        401: "unauthorized",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+    }.get(exc.status_code, "http_error")
     body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
     return problem_response(body, dict(exc.headers) if exc.headers else None)
 

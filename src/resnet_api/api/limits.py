@@ -62,18 +62,22 @@ class BodySizeLimit:
                 await self._reject(scope, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
+        detail = f"the request body is larger than {self.max_bytes} bytes (RESNET_API_MAX_REQUEST_BYTES)"
+        media_type = PROBLEM_MEDIA_TYPE
         body = json.dumps(
             {
                 "type": PROBLEM_TYPE_BASE + "payload_too_large",
                 "title": "Payload too large",
                 "status": 413,
-                "detail": f"the request body is larger than {self.max_bytes} bytes (RESNET_API_MAX_REQUEST_BYTES)",
+                "detail": detail,
                 "code": "payload_too_large",
                 "instance": scope.get("path"),
             }
         ).encode()
+        if str(scope.get("path", "")).startswith("/v2"):  # the Open Inference Protocol has its own error shape
+            media_type, body = "application/json", json.dumps({"error": detail}).encode()
         headers = [
-            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+            (b"content-type", media_type.encode()),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]

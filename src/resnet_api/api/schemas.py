@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import base64
+import binascii
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 
 class Problem(BaseModel):
@@ -105,6 +110,45 @@ class BatchItem(BaseModel):
 
 
 class BatchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "index": 0,
+                            "filename": "cat.jpg",
+                            "ok": True,
+                            "predictions": [{"index": 281, "label": "tabby", "score": 0.62}],
+                            "image": {"width": 640, "height": 480, "format": "JPEG"},
+                            "timings": {
+                                "decode_ms": 4.1,
+                                "queue_ms": 0.3,
+                                "inference_ms": 14.8,
+                                "total_ms": 19.6,
+                                "batch_size": 2,
+                            },
+                        },
+                        {
+                            "index": 1,
+                            "filename": "notes.txt",
+                            "ok": False,
+                            "error": {
+                                "type": "https://resnet-api.dev/problems/unsupported_media_type",
+                                "title": "Unsupported image type",
+                                "status": 415,
+                                "detail": "not a recognised image: send a JPEG, PNG, GIF, WebP or BMP file",
+                                "code": "unsupported_media_type",
+                            },
+                        },
+                    ],
+                    "model": {"name": "resnet18", "weights": "IMAGENET1K_V1", "untrained": False},
+                    "total_ms": 21.7,
+                }
+            ]
+        }
+    )
+
     results: list[BatchItem]
     model: ModelRef
     total_ms: float
@@ -113,6 +157,27 @@ class BatchResponse(BaseModel):
 
 
 class EmbedResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "embedding": [0.0132, 0.0871, 0.0, 0.0415],
+                    "dim": 512,
+                    "normalized": True,
+                    "model": {"name": "resnet18", "weights": "IMAGENET1K_V1", "untrained": False},
+                    "image": {"width": 640, "height": 480, "format": "JPEG"},
+                    "timings": {
+                        "decode_ms": 4.1,
+                        "queue_ms": 0.3,
+                        "inference_ms": 14.8,
+                        "total_ms": 19.6,
+                        "batch_size": 1,
+                    },
+                }
+            ]
+        }
+    )
+
     embedding: list[float] = Field(description="512-d pooled ResNet-18 features (input of the final layer)")
     dim: int = Field(examples=[512])
     normalized: bool = Field(description="True when L2-normalised")
@@ -123,6 +188,10 @@ class EmbedResponse(BaseModel):
 
 
 class LabelsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"count": 1000, "labels": ["tench", "goldfish", "great white shark"]}]}
+    )
+
     count: int = Field(examples=[1000])
     labels: list[str] = Field(description="Class names; a prediction's index points into this list")
 
@@ -140,6 +209,26 @@ class BatchingInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "resnet18",
+                    "weights": "IMAGENET1K_V1",
+                    "weights_sha256": "f37072fd47e89c7e827621d6eb2ab6b0bb6a3fb5d2f1f0a6d1e3b4e6c2f3a1b0",
+                    "untrained": False,
+                    "backend": "torch",
+                    "precision": "fp32",
+                    "num_classes": 1000,
+                    "embedding_dim": 512,
+                    "threads": {"torch_intra_op": 4, "torch_inter_op": 1, "decode_workers": 4},
+                    "batching": {"max_batch_size": 16, "max_batch_wait_ms": 2.0, "max_queue_size": 128},
+                    "version": "0.1.0",
+                }
+            ]
+        }
+    )
+
     name: str = Field(examples=["resnet18"])
     weights: str = Field(examples=["IMAGENET1K_V1"])
     weights_sha256: str
@@ -155,4 +244,80 @@ class ModelInfo(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: str = Field(examples=["ok"])
+
+
+# --- request bodies: multipart and JSON alternatives (issue 7) ---
+
+# An 8x8 orange PNG: small enough for the docs, and a real image, so "Try it out" works.
+EXAMPLE_PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UaHBgA0wMeAAg1MCAB4nAXgllso1AAAAAElFTkSuQmCC"
+)
+_DATA_URL_PREFIX = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+def _decode_base64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("expected the image as a base64 string")
+    text = "".join(_DATA_URL_PREFIX.sub("", value, count=1).split())
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not valid base64 ({exc})") from None
+
+
+# Decoded while the body is validated, so bad base64 is a 422 that points at the field.
+Base64Image = Annotated[
+    bytes, PlainValidator(_decode_base64), WithJsonSchema({"type": "string", "contentEncoding": "base64"})
+]
+
+
+class ImageUpload(BaseModel):
+    """Multipart body with one image."""
+
+    file: bytes = Field(description="The image: JPEG, PNG, GIF (first frame), WebP or BMP")
+
+
+class BatchUpload(BaseModel):
+    """Multipart body with several images (repeat the `files` field)."""
+
+    files: list[bytes] = Field(description="The images, in order")
+
+
+class ImageJSON(BaseModel):
+    """JSON body with one image, base64-encoded, for clients that handle multipart badly."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"image": EXAMPLE_PNG_BASE64, "filename": "orange.png"}]},
+    )
+
+    image: Base64Image = Field(
+        description=(
+            "The image file's bytes in base64 (standard alphabet; padding, line breaks and a "
+            "`data:image/...;base64,` prefix are accepted). Same limits as a multipart upload."
+        )
+    )
+    filename: str | None = Field(default=None, max_length=1024, description="Echoed back in batch results")
+
+
+class BatchJSON(BaseModel):
+    """JSON body with several images, each base64-encoded."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "images": [
+                        {"image": EXAMPLE_PNG_BASE64, "filename": "a.png"},
+                        {"image": EXAMPLE_PNG_BASE64, "filename": "b.png"},
+                    ]
+                }
+            ]
+        },
+    )
+
+    images: list[ImageJSON] = Field(description="The images, in order")

@@ -70,6 +70,13 @@ class TooManyFiles(PayloadTooLarge):
     title = "Too many files"
 
 
+class InvalidTensor(InferenceError):
+    """A preprocessed input tensor with the wrong shape, type or values."""
+
+    code = "invalid_tensor"
+    title = "Invalid tensor"
+
+
 # --- custom classifiers (issue 8) ---
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ import torch
 from resnet_api import __version__
 from resnet_api.inference import preprocess
 from resnet_api.inference.batcher import BatchResult, BatchStats, MicroBatcher
-from resnet_api.inference.errors import InferenceError, NotReady
+from resnet_api.inference.errors import InferenceError, InvalidTensor, NotReady
 from resnet_api.inference.model import (
     EMBEDDING_DIM,
     MODEL_NAME,
@@ -223,6 +224,33 @@ class InferenceService:
             vector = vector / norm if norm > 0 else vector
         return Embedding(vector.tolist(), normalize, meta, self._timings(started, decode_s, result))
 
+    async def infer_images(self, images: Sequence[bytes]) -> list[ModelOutput]:
+        """Raw model outputs for encoded images; each goes through the shared batcher like `classify`."""
+
+        async def one(data: bytes) -> ModelOutput:
+            _, array, _ = await self._preprocess(data)
+            return (await self._submit(array)).value
+
+        return await _all_or_first_error([one(d) for d in images])
+
+    async def infer_arrays(self, arrays: Sequence[np.ndarray]) -> list[ModelOutput]:
+        """Raw model outputs for already preprocessed 3x224x224 float32 arrays, through the shared batcher."""
+        if not self.is_ready:
+            raise NotReady("the model is not ready: retry shortly")
+        expected = (3, preprocess.CROP, preprocess.CROP)
+        for i, array in enumerate(arrays):
+            if array.shape != expected or array.dtype != np.float32:
+                raise InvalidTensor(
+                    f"item {i} is {array.dtype}{list(array.shape)}; the model takes float32{list(expected)}"
+                )
+            if not np.isfinite(array).all():
+                raise InvalidTensor(f"item {i} holds NaN or infinite values")
+
+        async def one(array: np.ndarray) -> ModelOutput:
+            return (await self._submit(np.ascontiguousarray(array))).value
+
+        return await _all_or_first_error([one(a) for a in arrays])
+
     # -- internals -------------------------------------------------------------------------------
 
     async def _preprocess(self, data: bytes) -> tuple[ImageMeta, np.ndarray, float]:
@@ -284,6 +312,15 @@ class InferenceService:
         for wait in stats.queue_waits_s:
             self.metrics.queue_wait.observe(wait)
         self.metrics.queue_depth.set(self._batcher.depth)
+
+
+async def _all_or_first_error(calls: Sequence[Coroutine[Any, Any, ModelOutput]]) -> list[ModelOutput]:
+    """Run all, let every one finish (no orphaned futures), then raise the first error if any failed."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if isinstance(r, ModelOutput)]
 
 
 def _prepare(model: ResNet18) -> ResNet18:

@@ -6,12 +6,22 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 
-from resnet_api.api.deps import ClassifiersDep, ImageUploadDep, ServiceDep, SettingsDep, read_upload
+from resnet_api.api.deps import ClassifiersDep, ImageDataDep, ImageSource, ImageSourcesDep, ServiceDep, SettingsDep
 from resnet_api.api.errors import error_responses, problem_for
+from resnet_api.api.openapi import alternative_bodies
 from resnet_api.api.routes.classifiers import ClassifierParam, classify_with
-from resnet_api.api.schemas import BatchItem, BatchResponse, EmbedResponse, PredictResponse
+from resnet_api.api.schemas import (
+    BatchItem,
+    BatchJSON,
+    BatchResponse,
+    BatchUpload,
+    EmbedResponse,
+    ImageJSON,
+    ImageUpload,
+    PredictResponse,
+)
 from resnet_api.api.views import image_info, model_ref, predictions, timings, warning
 from resnet_api.inference.errors import InferenceError, TooManyFiles
 
@@ -27,13 +37,15 @@ MinScore = Annotated[
     "/predict",
     operation_id="predict",
     summary="Classify one image",
+    description='Send the image as multipart field `file`, or as JSON `{"image": "<base64>"}`.',
     response_model=PredictResponse,
     responses=error_responses(400, 404, 409, 413, 415, 422, 503),
+    openapi_extra=alternative_bodies(ImageUpload, ImageJSON),
 )
 async def predict(
     service: ServiceDep,
     classifiers: ClassifiersDep,
-    data: ImageUploadDep,
+    data: ImageDataDep,
     top_k: TopK = 3,
     min_score: MinScore = None,
     classifier: ClassifierParam = None,
@@ -53,16 +65,20 @@ async def predict(
     "/predict/batch",
     operation_id="predict_batch",
     summary="Classify several images in one request",
-    description="Results come back in the order of the files; a bad file gets its own error and the others still run.",
+    description=(
+        'Send the images as repeated multipart fields `files`, or as JSON `{"images": [{"image": "<base64>"}]}`. '
+        "Results come back in the order of the images; a bad image gets its own error and the others still run."
+    ),
     response_model=BatchResponse,
-    responses=error_responses(404, 409, 413, 422, 503),
+    responses=error_responses(404, 409, 413, 415, 422, 503),
+    openapi_extra=alternative_bodies(BatchUpload, BatchJSON),
 )
 async def predict_batch(
     request: Request,
     service: ServiceDep,
     classifiers: ClassifiersDep,
     settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="The images, in order")],
+    files: ImageSourcesDep,
     top_k: TopK = 3,
     min_score: MinScore = None,
     classifier: ClassifierParam = None,
@@ -74,9 +90,9 @@ async def predict_batch(
             f"{len(files)} files sent; at most {settings.max_batch_files} per request (RESNET_API_MAX_BATCH_FILES)"
         )
 
-    async def one(index: int, upload: UploadFile) -> BatchItem:
+    async def one(index: int, upload: ImageSource) -> BatchItem:
         try:
-            data = await read_upload(upload, settings.max_upload_bytes)
+            data = await upload.read(settings.max_upload_bytes)
             result = await classify(data, top_k=top_k, min_score=min_score)
         except InferenceError as exc:
             return BatchItem(index=index, filename=upload.filename, ok=False, error=problem_for(exc, request.url.path))
@@ -103,13 +119,17 @@ async def predict_batch(
     "/embed",
     operation_id="embed",
     summary="512-d feature vector of one image",
-    description="The pooled ResNet-18 features (input of the final layer), for similarity search and transfer learning.",
+    description=(
+        "The pooled ResNet-18 features (input of the final layer), for similarity search and transfer learning. "
+        'Send the image as multipart field `file`, or as JSON `{"image": "<base64>"}`.'
+    ),
     response_model=EmbedResponse,
     responses=error_responses(400, 413, 415, 422, 503),
+    openapi_extra=alternative_bodies(ImageUpload, ImageJSON),
 )
 async def embed(
     service: ServiceDep,
-    data: ImageUploadDep,
+    data: ImageDataDep,
     normalize: Annotated[bool, Query(description="L2-normalise the vector")] = True,
 ) -> EmbedResponse:
     result = await service.embed(data, normalize=normalize)

@@ -1,0 +1,116 @@
+"""JSON bodies with base64 images beside multipart: same results, same limits, same errors."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+
+from imagegen import photo_like
+
+LIMIT = 256 * 1024  # RESNET_API_MAX_UPLOAD_BYTES of the interop server
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def http(interop_server: str) -> httpx.Client:
+    with httpx.Client(base_url=interop_server, timeout=60.0) as client:
+        yield client
+
+
+def scores(body: dict[str, Any]) -> list[tuple[int, float]]:
+    return [(p["index"], round(p["score"], 6)) for p in body["predictions"]]
+
+
+def test_json_and_multipart_give_the_same_answers(http: httpx.Client) -> None:
+    image = photo_like(seed=11)
+    multipart = http.post("/v1/predict?top_k=4", files={"file": ("a.jpg", image, "image/jpeg")})
+    plain = http.post("/v1/predict?top_k=4", json={"image": b64(image)})
+    data_url = http.post("/v1/predict?top_k=4", json={"image": "data:image/jpeg;base64," + b64(image)})
+    text = b64(image).rstrip("=")  # unpadded, and wrapped at 76 columns like `base64` prints it
+    wrapped = http.post(
+        "/v1/predict?top_k=4", json={"image": "\n".join(text[i : i + 76] for i in range(0, len(text), 76))}
+    )
+    assert multipart.status_code == plain.status_code == data_url.status_code == wrapped.status_code == 200
+    assert scores(plain.json()) == scores(multipart.json()) == scores(data_url.json()) == scores(wrapped.json())
+
+    embed_json = http.post("/v1/embed", json={"image": b64(image)}).json()
+    embed_form = http.post("/v1/embed", files={"file": ("a.jpg", image)}).json()
+    assert embed_json["embedding"] == pytest.approx(embed_form["embedding"], abs=1e-6)
+
+
+def test_json_batch_keeps_order_names_and_per_image_errors(http: httpx.Client) -> None:
+    images = [photo_like(seed=s) for s in (21, 22)]
+    body = {
+        "images": [
+            {"image": b64(images[0]), "filename": "first.jpg"},
+            {"image": b64(b"not an image at all"), "filename": "notes.txt"},
+            {"image": b64(b"\xff" * (LIMIT + 1)), "filename": "huge.jpg"},
+            {"image": b64(images[1])},
+        ]
+    }
+    answer = http.post("/v1/predict/batch?top_k=2", json=body)
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert [(r["index"], r["filename"], r["ok"]) for r in results] == [
+        (0, "first.jpg", True),
+        (1, "notes.txt", False),
+        (2, "huge.jpg", False),
+        (3, None, True),
+    ]
+    assert results[1]["error"]["code"] == "unsupported_media_type"
+    assert results[2]["error"]["code"] == "payload_too_large"
+    multipart = http.post("/v1/predict/batch?top_k=2", files=[("files", ("x.jpg", img)) for img in images]).json()
+    assert [scores(r) for r in multipart["results"]] == [scores(results[0]), scores(results[3])]
+
+
+def test_json_errors_match_multipart_errors(http: httpx.Client) -> None:
+    cases = [
+        (b"\xff" * (LIMIT + 1), 413, "payload_too_large"),
+        (b"plain text", 415, "unsupported_media_type"),
+        (b"", 400, "invalid_image"),
+        (photo_like()[:200], 400, "invalid_image"),
+    ]
+    for data, status, code in cases:
+        by_json = http.post("/v1/predict", json={"image": b64(data)})
+        by_form = http.post("/v1/predict", files={"file": ("f", data)})
+        assert (
+            (by_json.status_code, by_json.json()["code"])
+            == (status, code)
+            == (by_form.status_code, by_form.json()["code"])
+        )
+        assert by_json.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "where"),
+    [
+        ({"json": {"image": "***"}}, 422, "validation_error", ["body", "image"]),
+        ({"json": {"picture": "aGk="}}, 422, "validation_error", ["body", "image"]),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "validation_error", ["body"]),
+        ({"content": b"raw bytes", "headers": {"content-type": "image/jpeg"}}, 415, "unsupported_media_type", None),
+        ({"files": {"other": ("a.jpg", b"x")}}, 422, "validation_error", ["body", "file"]),
+        ({"data": {"file": "a text field"}, "files": {"x": ("x", b"")}}, 422, "validation_error", ["body", "file"]),
+    ],
+)
+def test_malformed_requests_are_problems(
+    http: httpx.Client, kwargs: dict[str, Any], status: int, code: str, where: list[str] | None
+) -> None:
+    answer = http.post("/v1/predict", **kwargs)
+    assert answer.status_code == status, answer.text
+    problem = answer.json()
+    assert problem["code"] == code
+    if where is not None:
+        assert where in [e["loc"][: len(where)] for e in problem["errors"]]
+
+
+def test_json_batch_obeys_the_file_count_limit(http: httpx.Client) -> None:
+    tiny = b64(photo_like(16, 16, fmt="PNG"))
+    answer = http.post("/v1/predict/batch", json={"images": [{"image": tiny}] * 33})  # default max is 32
+    assert answer.status_code == 413
+    assert answer.json()["code"] == "too_many_files"
