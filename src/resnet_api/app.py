@@ -13,9 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api import __version__
+from resnet_api.api.classifier_schemas import CLASSIFIER_REQUEST_MODELS
 from resnet_api.api.errors import install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
-from resnet_api.api.openapi import install_request_schemas
+from resnet_api.api.openapi import REQUEST_MODELS, install_request_schemas
 from resnet_api.api.routes import classifiers, health, model, predict, v2
 from resnet_api.api.routes import metrics as metrics_route
 from resnet_api.inference.classifiers import registry_for
@@ -109,7 +110,7 @@ def create_app(
     install_error_handlers(app)
     for router in (predict.router, model.router, health.router, metrics_route.router, v2.router, classifiers.router):
         app.include_router(router)
-    install_request_schemas(app)
+    install_request_schemas(app, (*REQUEST_MODELS, *CLASSIFIER_REQUEST_MODELS))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     # The Web UI is the router's fallback rather than a mount at "/": a catch-all mount would answer 404

@@ -1,6 +1,7 @@
 """Custom classifiers through HTTP, on the real (untrained, seeded) ResNet-18 features."""
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -218,3 +219,36 @@ async def test_classifier_refuses_to_run_on_other_weights(fs_settings: Settings)
         more = await client.post(f"/v1/classifiers/{body['id']}/examples", **multipart(training_set(1)))
         assert more.status_code == 409
         assert (await client.delete(f"/v1/classifiers/{body['id']}")).status_code == 204
+
+
+async def test_json_bodies_with_base64_images_grouped_by_label(fs_settings: Settings) -> None:
+    def group(label: str, seeds: range) -> dict[str, object]:
+        images = [{"image": base64.b64encode(colour_image(label, s)).decode(), "filename": f"{s}.png"} for s in seeds]
+        return {"label": label, "images": images}
+
+    async with running(fs_settings) as client:
+        body = {"name": "json", "labels": [group("red", range(3)), group("blue", range(100, 103))]}
+        created = await client.post("/v1/classifiers", params={"l2": 0.5}, json=body)
+        assert created.status_code == 201, created.text
+        info = created.json()
+        assert info["l2"] == 0.5
+        assert [(e["label"], e["examples"]) for e in info["labels"]] == [("red", 3), ("blue", 3)]
+        assert created.headers["location"] == f"/v1/classifiers/{info['id']}"
+
+        more = await client.post(
+            f"/v1/classifiers/{info['id']}/examples", json={"labels": [group("green", range(200, 203))]}
+        )
+        assert more.status_code == 200, more.text
+        assert [e["label"] for e in more.json()["labels"]] == ["red", "blue", "green"]
+        assert more.json()["l2"] == 0.5  # a retrain keeps the classifier's regularisation
+        image = base64.b64encode(colour_image("green", 60_000)).decode()
+        answer = await client.post("/v1/predict", params={"classifier": info["id"]}, json={"image": image})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"][0]["label"] == "green"
+
+        bad = await client.post("/v1/classifiers", json={"name": "x", "labels": [{"label": "a", "images": []}]})
+        assert bad.status_code == 422
+        assert bad.json()["code"] == "validation_error"
+        no_name = await client.post("/v1/classifiers", **multipart(training_set(1)))
+        assert no_name.status_code == 422
+        assert no_name.json()["errors"][0]["loc"] == ["body", "name"]

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Annotated, Protocol
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import FormData
 
 from resnet_api.api.classifier_schemas import (
     AccuracyOut,
     BackboneOut,
+    ClassifierJSON,
     ClassifierList,
     ClassifierOut,
+    ClassifierUpload,
+    ExamplesJSON,
+    ExamplesUpload,
     LabelCount,
     LimitsOut,
     SkippedOut,
     TrainingOut,
 )
-from resnet_api.api.deps import ClassifiersDep, SettingsDep, read_upload
+from resnet_api.api.deps import ClassifiersDep, DecodedSource, SettingsDep, form_uploads, parse_json, request_kind
 from resnet_api.api.errors import error_responses
+from resnet_api.api.openapi import alternative_bodies
 from resnet_api.inference.classifiers import Classifier, ClassifierRegistry, Example
 from resnet_api.inference.errors import InvalidTrainingSet, TooManyFiles
 from resnet_api.inference.service import Classification, InferenceService
@@ -26,12 +34,19 @@ from resnet_api.settings import Settings
 
 router = APIRouter(prefix="/v1/classifiers", tags=["classifiers"])
 
+L2 = Annotated[
+    float | None,
+    Query(
+        gt=0.0,
+        le=100.0,
+        description="L2 regularisation of the head: larger is smoother, for noisy examples (default 0.01 at "
+        "creation; a retrain keeps the classifier's own)",
+    ),
+]
 ClassifierParam = Annotated[
     str | None,
     Query(description="Id of a custom classifier: answer with its labels instead of ImageNet's"),
 ]
-Files = Annotated[list[UploadFile], File(description="Example images; `labels[i]` is the label of `files[i]`")]
-Labels = Annotated[list[str], Form(description="One label per file, in the same order as `files`")]
 
 
 class ClassifyFn(Protocol):
@@ -55,7 +70,8 @@ def classify_with(service: InferenceService, registry: ClassifierRegistry, class
     operation_id="create_classifier",
     summary="Teach a new classifier from labelled example images",
     description=(
-        "Send `name`, then `files` and `labels` repeated in the same order (at least two labels). The images are "
+        "Send multipart `name`, then `files` and `labels` repeated in the same order, or JSON with base64 images "
+        "grouped by label (at least two labels). The images are "
         "embedded with the frozen ResNet-18 and a regularised logistic-regression head is trained on the CPU; the "
         "answer carries a cross-validated accuracy estimate. Only the 512-d features are kept, never the images. "
         "Then classify with `POST /v1/predict?classifier={id}`."
@@ -63,16 +79,15 @@ def classify_with(service: InferenceService, registry: ClassifierRegistry, class
     status_code=201,
     response_model=ClassifierOut,
     responses=error_responses(400, 413, 415, 422, 503),
+    openapi_extra=alternative_bodies(ClassifierUpload, ClassifierJSON),
 )
 async def create_classifier(
     response: Response,
     registry: ClassifiersDep,
-    settings: SettingsDep,
-    name: Annotated[str, Form(description="A name for people", examples=["fruit"])],
-    labels: Labels,
-    files: Files,
+    body: Annotated[TrainingBody, Depends(classifier_body)],
+    l2: L2 = None,
 ) -> ClassifierOut:
-    item = await registry.create(name, await read_examples(labels, files, settings))
+    item = await registry.create(body.name or "", body.examples, l2=l2)
     response.headers["Location"] = f"{router.prefix}/{item.id}"
     return classifier_out(item)
 
@@ -97,7 +112,7 @@ async def list_classifiers(registry: ClassifiersDep) -> ClassifierList:
     operation_id="get_classifier",
     summary="One custom classifier",
     response_model=ClassifierOut,
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
 async def get_classifier(classifier_id: str, registry: ClassifiersDep) -> ClassifierOut:
     return classifier_out(registry.get(classifier_id))
@@ -109,11 +124,15 @@ async def get_classifier(classifier_id: str, registry: ClassifiersDep) -> Classi
     summary="Add examples (to existing or new labels) and retrain",
     response_model=ClassifierOut,
     responses=error_responses(400, 404, 409, 413, 415, 422, 503),
+    openapi_extra=alternative_bodies(ExamplesUpload, ExamplesJSON),
 )
 async def add_examples(
-    classifier_id: str, registry: ClassifiersDep, settings: SettingsDep, labels: Labels, files: Files
+    classifier_id: str,
+    registry: ClassifiersDep,
+    body: Annotated[TrainingBody, Depends(examples_body)],
+    l2: L2 = None,
 ) -> ClassifierOut:
-    return classifier_out(await registry.add_examples(classifier_id, await read_examples(labels, files, settings)))
+    return classifier_out(await registry.add_examples(classifier_id, body.examples, l2=l2))
 
 
 @router.delete(
@@ -122,25 +141,71 @@ async def add_examples(
     summary="Delete a custom classifier and its files",
     status_code=204,
     response_class=Response,
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
 async def delete_classifier(classifier_id: str, registry: ClassifiersDep) -> Response:
     await registry.delete(classifier_id)
     return Response(status_code=204)
 
 
-async def read_examples(labels: list[str], files: list[UploadFile], settings: Settings) -> list[Example]:
-    if len(files) > settings.max_classifier_images:
+@dataclass(frozen=True)
+class TrainingBody:
+    name: str | None
+    examples: list[Example]
+
+
+async def classifier_body(request: Request, settings: SettingsDep) -> TrainingBody:
+    """`name` plus examples, from multipart (`labels[i]` names `files[i]`) or JSON (images grouped by label)."""
+    return await _training_body(request, settings, ClassifierJSON, with_name=True)
+
+
+async def examples_body(request: Request, settings: SettingsDep) -> TrainingBody:
+    return await _training_body(request, settings, ExamplesJSON, with_name=False)
+
+
+async def _training_body(
+    request: Request, settings: Settings, model: type[ClassifierJSON | ExamplesJSON], *, with_name: bool
+) -> TrainingBody:
+    limit = settings.max_upload_bytes
+    if request_kind(request) == "json":
+        body = await parse_json(request, model)
+        pairs = [
+            (group.label, DecodedSource(item.image, item.filename)) for group in body.labels for item in group.images
+        ]
+        _check_count(len(pairs), settings)
+        examples = [Example(label, await src.read(limit), src.filename) for label, src in pairs]
+        return TrainingBody(body.name if isinstance(body, ClassifierJSON) else None, examples)
+    form = await request.form()
+    try:
+        name = _text_fields(form, "name")[0] if with_name else None
+        files = form_uploads(form, "files")
+        _check_count(len(files), settings)
+        labels = _text_fields(form, "labels")
+        if len(labels) != len(files):
+            raise InvalidTrainingSet(f"{len(files)} files but {len(labels)} labels: send one `labels` field per file")
+        examples = [
+            Example(label, await src.read(limit), src.filename) for label, src in zip(labels, files, strict=True)
+        ]
+    finally:
+        await form.close()
+    return TrainingBody(name, examples)
+
+
+def _text_fields(form: FormData, field: str) -> list[str]:
+    values = form.getlist(field)
+    if not values or not all(isinstance(v, str) for v in values):
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body", field), "msg": "Field required (as text, not a file)"}]
+        )
+    return [v for v in values if isinstance(v, str)]
+
+
+def _check_count(count: int, settings: Settings) -> None:
+    if count > settings.max_classifier_images:
         raise TooManyFiles(
-            f"{len(files)} images sent; at most {settings.max_classifier_images} per request "
+            f"{count} images sent; at most {settings.max_classifier_images} per request "
             "(RESNET_API_MAX_CLASSIFIER_IMAGES): add the rest with POST /v1/classifiers/{id}/examples"
         )
-    if len(labels) != len(files):
-        raise InvalidTrainingSet(f"{len(files)} files but {len(labels)} labels: send one `labels` field per file")
-    return [
-        Example(label=label, data=await read_upload(f, settings.max_upload_bytes), filename=f.filename)
-        for label, f in zip(labels, files, strict=True)
-    ]
 
 
 def classifier_out(item: Classifier) -> ClassifierOut:
@@ -155,6 +220,7 @@ def classifier_out(item: Classifier) -> ClassifierOut:
         created_at=m.created_at,
         updated_at=m.updated_at,
         revision=m.revision,
+        l2=m.l2,
         backbone=BackboneOut(
             name=m.backbone.name, weights=m.backbone.weights, weights_sha256=m.backbone.weights_sha256
         ),

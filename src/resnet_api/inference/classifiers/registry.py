@@ -186,14 +186,17 @@ class ClassifierRegistry:
 
     # -- writes ----------------------------------------------------------------------------------
 
-    async def create(self, name: str, examples: Sequence[Example]) -> Classifier:
+    async def create(self, name: str, examples: Sequence[Example], *, l2: float | None = None) -> Classifier:
+        """Train a new classifier; `l2` is the head's regularisation strength (default: the registry's)."""
         name = _check_name(name)
         labels = self._check_examples(examples, existing=[], existing_count=0)
-        return await self._complete(self._create(name, labels, examples))
+        return await self._complete(self._create(name, labels, examples, self._l2 if l2 is None else l2))
 
-    async def add_examples(self, classifier_id: str, examples: Sequence[Example]) -> Classifier:
-        """Add examples (to known or new labels) and retrain on all of them."""
-        return await self._complete(self._add_examples(classifier_id, examples))
+    async def add_examples(
+        self, classifier_id: str, examples: Sequence[Example], *, l2: float | None = None
+    ) -> Classifier:
+        """Add examples (to known or new labels) and retrain on all of them (`l2`: default, the classifier's)."""
+        return await self._complete(self._add_examples(classifier_id, examples, l2))
 
     async def delete(self, classifier_id: str) -> None:
         await self._complete(self._delete(classifier_id))
@@ -207,7 +210,7 @@ class ClassifierRegistry:
         task.add_done_callback(self._writes.discard)
         return await asyncio.shield(task)
 
-    async def _create(self, name: str, labels: list[str], examples: Sequence[Example]) -> Classifier:
+    async def _create(self, name: str, labels: list[str], examples: Sequence[Example], l2: float) -> Classifier:
         async with self._lock:
             if len(self._items) + self._reserved >= self.limits.max_classifiers:
                 raise LimitExceeded(
@@ -218,7 +221,9 @@ class ClassifierRegistry:
         try:
             classifier_id = uuid.uuid4().hex[:16]
             now = datetime.now(UTC)
-            item = await self._train(classifier_id, name, labels, examples, previous=None, created_at=now, revision=1)
+            item = await self._train(
+                classifier_id, name, labels, examples, previous=None, created_at=now, revision=1, l2=l2
+            )
             async with self._lock:
                 self._items[classifier_id] = item
         finally:
@@ -227,7 +232,7 @@ class ClassifierRegistry:
         log.info("classifier %s (%s) created: labels=%s", item.id, name, labels)
         return item
 
-    async def _add_examples(self, classifier_id: str, examples: Sequence[Example]) -> Classifier:
+    async def _add_examples(self, classifier_id: str, examples: Sequence[Example], l2: float | None) -> Classifier:
         async with self._id_lock(classifier_id):
             current = self.usable(classifier_id)
             m = current.manifest
@@ -240,6 +245,7 @@ class ClassifierRegistry:
                 previous=current,
                 created_at=m.created_at,
                 revision=m.revision + 1,
+                l2=m.l2 if l2 is None else l2,
             )
             async with self._lock:
                 self._items[classifier_id] = item
@@ -301,6 +307,7 @@ class ClassifierRegistry:
         previous: Classifier | None,
         created_at: datetime,
         revision: int,
+        l2: float,
     ) -> Classifier:
         started = time.perf_counter()
         vectors = await self._embed_all(examples)
@@ -314,7 +321,7 @@ class ClassifierRegistry:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         stored = await loop.run_in_executor(
-            self._trainer, self._fit_and_save, classifier_id, name, labels, features, targets, created_at, revision
+            self._trainer, self._fit_and_save, classifier_id, name, labels, features, targets, created_at, revision, l2
         )
         report = TrainingReport(
             len(examples), round(embed_s * 1000, 3), round((time.perf_counter() - started) * 1000, 3)
@@ -330,10 +337,11 @@ class ClassifierRegistry:
         targets: np.ndarray,
         created_at: datetime,
         revision: int,
+        l2: float,
     ) -> StoredClassifier:
         """Runs on the training thread: fit, estimate accuracy, write atomically."""
-        head: LinearHead = train_head(features, targets, len(labels), l2=self._l2)
-        accuracy = estimate_accuracy(features, targets, len(labels), head, l2=self._l2)
+        head: LinearHead = train_head(features, targets, len(labels), l2=l2)
+        accuracy = estimate_accuracy(features, targets, len(labels), head, l2=l2)
         data = encode_head(head, features, targets)
         manifest = Manifest(
             id=classifier_id,
@@ -347,7 +355,7 @@ class ClassifierRegistry:
             head_file=f"head-{revision}.npz",
             head_sha256=hashlib.sha256(data).hexdigest(),
             accuracy=AccuracyRecord(accuracy=accuracy.accuracy, method=accuracy.method, evaluated=accuracy.evaluated),
-            l2=self._l2,
+            l2=l2,
         )
         self._store.save(manifest, data)
         return StoredClassifier(manifest, head, features, targets)
