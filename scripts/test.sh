@@ -3,6 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
+# The Web UI's browser tests drive Debian's Chromium (Playwright cannot download browsers here); a CJK font
+# makes the Chinese screenshots readable. Installed when missing and we may (CI runs as root on a fresh machine).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+fi
 .venv/bin/ruff check src tests scripts
 .venv/bin/ruff format --check src tests scripts
 .venv/bin/mypy

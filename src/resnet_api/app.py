@@ -6,10 +6,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api import __version__
@@ -19,6 +17,7 @@ from resnet_api.api.limits import BodySizeLimit
 from resnet_api.api.openapi import REQUEST_MODELS, install_request_schemas
 from resnet_api.api.routes import classifiers, health, model, predict, v2
 from resnet_api.api.routes import metrics as metrics_route
+from resnet_api.api.ui import StaticUI
 from resnet_api.inference.classifiers import registry_for
 from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
 from resnet_api.metrics import Metrics
@@ -26,7 +25,6 @@ from resnet_api.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
 
 DESCRIPTION = """\
 Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline.
@@ -34,6 +32,7 @@ Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline
 * `POST /v1/predict` — top-k classes of one image (multipart field `file`, or JSON with base64)
 * `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated, or JSON)
 * `POST /v1/embed` — the 512-d feature vector of an image
+* `GET /` — the Web UI (drag-and-drop, batch grid, live camera)
 * `POST /v1/classifiers` — teach new classes from a few labelled photos; then `POST /v1/predict?classifier={id}`
 * `/v2/...` — the Open Inference Protocol (KServe V2) for Triton and KServe clients; not in this schema
 * `GET /livez`, `GET /readyz`, `GET /metrics` — for orchestrators and Prometheus
@@ -111,9 +110,8 @@ def create_app(
     for router in (predict.router, model.router, health.router, metrics_route.router, v2.router, classifiers.router):
         app.include_router(router)
     install_request_schemas(app, (*REQUEST_MODELS, *CLASSIFIER_REQUEST_MODELS))
+    # Last, so API routes win; a Mount is not an APIRoute, so the UI stays out of the OpenAPI schema.
+    app.router.routes.append(StaticUI())
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    # The Web UI is the router's fallback rather than a mount at "/": a catch-all mount would answer 404
-    # where an API route exists for another method (405), because the router prefers full matches.
-    app.router.default = StaticFiles(directory=STATIC_DIR, html=True)
     return app

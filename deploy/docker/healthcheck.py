@@ -1,0 +1,31 @@
+"""Container health check without curl: exit 0 when GET /livez answers 200, else 1.
+
+Docker's HEALTHCHECK and the compose healthcheck run it; it follows RESNET_API_PORT like the server does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+
+PATH = "/livez"
+
+
+def url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('RESNET_API_PORT', '8000')}{PATH}"
+
+
+def main() -> int:
+    try:
+        with urllib.request.urlopen(url(), timeout=4) as response:
+            ok = response.status == 200
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"unhealthy: {url()}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

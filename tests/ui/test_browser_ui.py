@@ -1,0 +1,486 @@
+"""The Web UI in real headless Chromium (Playwright) against the real server started as a subprocess.
+
+Screenshots go to test-results/ui/ (gitignored). Chromium comes from Debian (`apt-get install chromium`);
+scripts/test.sh installs it when missing and running as root, so these tests run in CI.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+from playwright.sync_api import Browser, Page, Playwright, Request, sync_playwright
+
+from imagegen import encode
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "test-results" / "ui"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"no Chromium at {CHROMIUM}: `apt-get install chromium` (scripts/test.sh does it when run as root)",
+    ),
+]
+
+
+# ---------- images ----------
+
+
+def scene(seed: int, width: int = 800, height: int = 600) -> bytes:
+    """A photo-like landscape (sky, sun, hills, lake), different for each seed, so screenshots look like a product."""
+    rng = np.random.default_rng(seed)
+    top, bottom = rng.integers(60, 200, 3), rng.integers(150, 255, 3)
+    t = np.linspace(0, 1, height)[:, None, None]
+    sky = (top * (1 - t) + bottom * t).astype(np.uint8).repeat(width, axis=1)
+    image = Image.fromarray(sky, "RGB")
+    draw = ImageDraw.Draw(image)
+    sx, sy, r = int(rng.integers(100, width - 100)), int(rng.integers(60, height // 3)), int(rng.integers(30, 60))
+    draw.ellipse((sx - r, sy - r, sx + r, sy + r), fill=(255, 236, 170))
+    for layer in range(3):
+        base = height * (0.45 + 0.12 * layer)
+        xs = np.linspace(0, width, 12)
+        ys = base + rng.normal(0, 40, 12)
+        palette = [(96, 120, 150), (70, 96, 84), (38, 60, 46)]  # far hills are hazy blue, near ones dark green
+        colour = tuple(int(c + rng.integers(-15, 16)) for c in palette[layer])
+        draw.polygon([(0, height), *zip(xs.tolist(), ys.tolist(), strict=True), (width, height)], fill=colour)
+    lake = int(height * 0.82)
+    draw.rectangle((0, lake, width, height), fill=tuple(int(c) for c in bottom // 2 + 40))
+    image = image.filter(ImageFilter.GaussianBlur(1.2))
+    noise = rng.normal(0, 6, (height, width, 3))
+    pixels = np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+    return encode(Image.fromarray(pixels, "RGB"), "JPEG", quality=88)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("ui-images")
+    paths = []
+    for i in range(6):
+        path = folder / f"landscape-{i + 1}.jpg"
+        path.write_bytes(scene(i))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def not_an_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ui-other") / "notes.txt"
+    path.write_text("shopping list: milk, eggs\n")
+    return path
+
+
+# ---------- the real server and the browser ----------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _serve(weights: str, log_name: str) -> Iterator[str]:
+    """`python -m resnet_api serve` on a free loopback port until the generator is closed; yields its URL."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "RESNET_API_WEIGHTS": weights,
+        "RESNET_API_HOST": "127.0.0.1",
+        "RESNET_API_PORT": str(port),
+        "RESNET_API_ALLOW_DOWNLOAD": "false",
+        "RESNET_API_LOG_LEVEL": "warning",
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    with (OUT / log_name).open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "resnet_api", "serve"], env=env, stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, f"server exited with {process.returncode}: see {OUT / log_name}"
+                try:
+                    with urllib.request.urlopen(url + "readyz", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "server not ready after 120 s"
+                time.sleep(0.25)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(weights_file: Path) -> Iterator[str]:
+    """The server on the test weights file (loaded from a path, so it reports itself as trained)."""
+    yield from _serve(str(weights_file), "server.log")
+
+
+@pytest.fixture(scope="module")
+def untrained_server() -> Iterator[str]:
+    """The server on `random` weights: it reports `untrained` and the page must say so loudly."""
+    yield from _serve("random", "server-untrained.log")
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@dataclass
+class Watch:
+    """What a page did: uncaught errors, requests to other hosts, API calls and how many were in flight at once."""
+
+    host: str
+    errors: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def request(self, request: Request) -> None:
+        parts = urlsplit(request.url)
+        if parts.scheme in ("http", "https", "ws", "wss") and parts.netloc != self.host:
+            self.foreign.append(request.url)
+        if parts.path.startswith("/v1/predict"):
+            self.calls.append(parts.path)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def done(self, request: Request) -> None:
+        if urlsplit(request.url).path.startswith("/v1/predict"):
+            self.in_flight -= 1
+
+
+def open_page(browser: Browser, url: str, watch: Watch, **context: Any) -> Page:
+    ctx = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, "locale": "en-US", **context})
+    page = ctx.new_page()
+    page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
+    page.on("request", watch.request)
+    page.on("requestfinished", watch.done)
+    page.on("requestfailed", watch.done)
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]")
+    return page
+
+
+@pytest.fixture
+def watch(server: str) -> Watch:
+    return Watch(host=urlsplit(server).netloc)
+
+
+@pytest.fixture
+def page(browser: Browser, server: str, watch: Watch) -> Iterator[Page]:
+    page = open_page(browser, server, watch)
+    yield page
+    page.context.close()
+    assert watch.errors == [], "uncaught errors in the page"
+    assert watch.foreign == [], "the page must work offline: it fetched from another host"
+
+
+def shot(page: Page, name: str) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def api_labels(server: str, path: Path, top_k: int = 3) -> list[str]:
+    response = httpx.post(
+        f"{server}v1/predict", params={"top_k": top_k}, files={"file": (path.name, path.read_bytes())}
+    )
+    return [p["label"] for p in response.json()["predictions"]]
+
+
+# ---------- tests ----------
+
+
+def test_one_image_shows_its_predictions_timings_and_round_trip(page: Page, server: str, images: list[Path]) -> None:
+    page.set_input_files("#file", str(images[0]))
+    result = page.wait_for_selector(".result[data-status=done]")
+    assert result is not None
+    labels = page.locator(".result .pred-label").all_inner_texts()
+    assert labels == api_labels(server, images[0])
+    scores = page.locator(".result .pred-score").all_inner_texts()
+    assert all(re.fullmatch(r"\d+\.\d%", s) for s in scores), scores
+    assert page.locator(".result img").get_attribute("alt") == images[0].name
+    assert re.fullmatch(r"[\d.,]+ ms", page.locator(".timing-rtt dd").inner_text())
+    assert page.locator(".timings .timing").count() == 6
+    shot(page, "single-image")
+
+    page.fill("#topk", "5")
+    page.locator("#topk").dispatch_event("change")
+    page.wait_for_function("() => document.querySelectorAll('.result[data-status=done] .pred').length === 5")
+    assert page.locator(".result .pred-label").all_inner_texts() == api_labels(server, images[0], top_k=5)
+
+
+def test_several_images_give_one_card_each_and_a_non_image_fails_on_its_card_only(
+    page: Page, watch: Watch, images: list[Path], not_an_image: Path
+) -> None:
+    files = [str(p) for p in images] + [str(not_an_image)]
+    page.set_input_files("#file", files)
+    page.wait_for_function("() => document.querySelectorAll('.card[data-status=pending]').length === 0")
+    cards = page.locator(".grid .card")
+    assert cards.count() == len(files)
+    assert page.locator(".card[data-status=done]").count() == len(images)
+    for i in range(len(images)):
+        assert cards.nth(i).locator(".pred").count() == 3
+        assert cards.nth(i).locator(".file-name").inner_text() == images[i].name
+    failed = cards.nth(len(images))
+    assert failed.get_attribute("data-status") == "error"
+    assert "not an image the model can read" in failed.locator(".error-text").inner_text()
+    assert failed.locator("button").count() == 0
+    assert re.search(r"6 of 7 images classified in [\d,]+ ms · 1 could not be read", page.inner_text("#summary"))
+    # The grid uses the batch endpoint (measured faster than parallel single requests: see the README).
+    assert watch.calls == ["/v1/predict/batch"]
+    shot(page, "batch-grid")
+
+
+def test_dropping_and_pasting_images_classify_them(page: Page, images: list[Path]) -> None:
+    payload = base64.b64encode(images[1].read_bytes()).decode()
+    make_files = """([b64, names]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        for (const name of names) dt.items.add(new File([bytes], name, {type: "image/jpeg"}));
+        return dt;
+    }"""
+    dt = page.evaluate_handle(make_files, [payload, ["dropped-1.jpg", "dropped-2.jpg"]])
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": dt})
+    page.wait_for_selector(".card[data-status=done] >> nth=1")
+    assert page.locator(".grid .card").count() == 2
+
+    page.evaluate(
+        f"""(b64) => {{
+        const dt = ({make_files})([b64, ["pasted.jpg"]]);
+        document.dispatchEvent(new ClipboardEvent("paste", {{clipboardData: dt}}));
+    }}""",
+        payload,
+    )
+    page.wait_for_selector(".result[data-status=done]")
+    assert page.locator(".result .file-name").inner_text() == "pasted.jpg"
+
+
+def test_a_non_image_alone_gets_a_plain_message_and_no_spinner(page: Page, not_an_image: Path) -> None:
+    page.set_input_files("#file", str(not_an_image))
+    page.wait_for_selector(".result[data-status=error]")
+    assert page.locator(".result .error-text").inner_text() == (
+        "This file is not an image the model can read. Use a JPEG, PNG, GIF, WebP or BMP file."
+    )
+    assert page.locator(".spinner").count() == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message"),
+    [
+        (413, "payload_too_large", "This file is too large for the server."),
+        (503, "overloaded", "The server is busy right now. Try again in 7 s."),
+        (400, "invalid_image", "This image looks damaged or incomplete."),
+        (0, "", "Can't reach the server."),
+    ],
+)
+def test_failures_read_as_plain_language(page: Page, images: list[Path], status: int, code: str, message: str) -> None:
+    def answer(route: Any) -> None:
+        if status == 0:
+            route.abort("connectionrefused")
+            return
+        body = {"type": "about:blank", "title": code, "status": status, "detail": "server detail", "code": code}
+        headers = {"Retry-After": "7"} if status == 503 else {}
+        route.fulfill(status=status, json=body, headers=headers, content_type="application/problem+json")
+
+    page.route("**/v1/predict*", answer)
+    page.set_input_files("#file", str(images[0]))
+    page.wait_for_selector(".result[data-status=error]")
+    assert page.locator(".result .error-text").inner_text().startswith(message)
+    assert page.locator(".spinner").count() == 0
+
+    retry = page.locator(".result .error-box button")
+    if status in (413, 400):
+        assert retry.count() == 0, "a bad file stays bad: no retry offered"
+        return
+    page.unroute("**/v1/predict*")
+    retry.click()
+    page.wait_for_selector(".result[data-status=done]")
+
+
+def test_model_identity_is_shown_and_no_banner_for_real_weights(page: Page, server: str) -> None:
+    model = httpx.get(f"{server}v1/model").json()
+    assert model["untrained"] is False
+    page.wait_for_selector("#model-status .dot")
+    chips = page.inner_text("#model")
+    for value in (model["name"], model["weights"], model["backend"], model["precision"], model["version"]):
+        assert value in chips
+    assert page.is_hidden("#banner")
+    assert page.get_attribute("a[href=docs]", "href") == "docs"
+    assert page.get_attribute("a[href=metrics]", "href") == "metrics"
+
+
+def test_untrained_weights_get_an_unmistakable_banner(
+    browser: Browser, untrained_server: str, images: list[Path]
+) -> None:
+    watch = Watch(host=urlsplit(untrained_server).netloc)
+    page = open_page(browser, untrained_server, watch)
+    try:
+        banner = page.locator("#banner")
+        banner.wait_for(state="visible")
+        assert banner.get_attribute("role") == "alert"
+        assert "Untrained weights: these predictions are meaningless" in banner.inner_text()
+        assert "RESNET_API_WEIGHTS=imagenet" in banner.inner_text()
+        assert "untrained" in page.inner_text("#model .chip-warn")
+        page.set_input_files("#file", str(images[3]))
+        page.wait_for_selector(".result[data-status=done]")
+        shot(page, "untrained-banner")
+        page.select_option("#lang", "zh-CN")
+        page.wait_for_function("() => document.documentElement.lang === 'zh-CN'")
+        assert "未训练的权重" in banner.inner_text()
+        assert "未训练" in page.inner_text("#model .chip-warn")
+    finally:
+        page.context.close()
+    assert watch.errors == []
+
+
+def test_chinese_follows_the_browser_and_the_switch_changes_language(
+    browser: Browser, server: str, watch: Watch, images: list[Path], not_an_image: Path
+) -> None:
+    page = open_page(browser, server, watch, locale="zh-CN")
+    try:
+        assert page.get_attribute("html", "lang") == "zh-CN"
+        assert page.inner_text("h1") == "这张图片里有什么？"
+        page.set_input_files("#file", [str(images[2]), str(not_an_image)])
+        page.wait_for_function("() => document.querySelectorAll('.card[data-status=pending]').length === 0")
+        assert "这个文件不是模型能读取的图片" in page.inner_text(".card[data-status=error]")
+        labels = page.locator(".card[data-status=done] .pred-label").all_inner_texts()
+        assert all(re.fullmatch(r"[\x20-\x7e]+", label) for label in labels), "class names stay the model's labels"
+        shot(page, "chinese")
+
+        page.select_option("#lang", "en")
+        page.wait_for_function("() => document.documentElement.lang === 'en'")
+        assert page.inner_text("h1") == "What's in this picture?"
+        assert "not an image the model can read" in page.inner_text(".card[data-status=error]")
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.get_attribute("html", "lang") == "en", "the choice is remembered"
+    finally:
+        page.context.close()
+    assert watch.errors == []
+
+
+def test_camera_shows_live_predictions_with_one_frame_in_flight(page: Page, watch: Watch) -> None:
+    page.click("#tab-camera")
+    page.click("#camera-toggle")
+    page.wait_for_selector("#camera-preds .pred >> nth=2", timeout=30_000)
+    first = page.locator("#camera-preds .pred-label").all_inner_texts()
+    assert len(first) == 3
+    page.wait_for_function("() => document.querySelector('#camera-stats').textContent.includes('frames/s')")
+    page.wait_for_timeout(1500)
+    assert page.is_visible("#live-badge")
+    assert len(watch.calls) >= 3, "frames keep coming"
+    assert set(watch.calls) == {"/v1/predict"}
+    assert watch.max_in_flight == 1, "never more than one frame in flight"
+    shot(page, "camera")
+
+    page.click("#camera-toggle")
+    assert page.is_hidden("#live-badge")
+    page.wait_for_timeout(600)  # an answer already on its way may still land
+    sent = len(watch.calls)
+    page.wait_for_timeout(1000)
+    assert len(watch.calls) == sent, "no frames after stopping"
+    assert page.evaluate("document.querySelector('#video').srcObject") is None
+
+
+def test_keyboard_reaches_every_control_with_a_visible_focus(page: Page) -> None:
+    reached = []
+    for _ in range(10):  # skip link, brand, docs, metrics, language, tab, file, top-k, then the footer's links
+        page.keyboard.press("Tab")
+        info = page.evaluate(
+            """() => { const el = document.activeElement;
+                const style = getComputedStyle(el.id === 'file' ? el.closest('.dropzone') : el);
+                return [el.id || el.getAttribute('href') || el.tagName, style.outlineStyle, style.outlineWidth]; }"""
+        )
+        reached.append(info[0])
+        assert info[1] != "none", f"no visible focus on {info[0]}"
+        assert info[2] != "0px", f"no visible focus on {info[0]}"
+    for control in ("#main", "docs", "metrics", "lang", "tab-images", "file", "topk"):
+        assert control in reached, reached
+    page.focus("#tab-images")
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.id") == "tab-camera"
+    assert page.is_visible("#panel-camera")
+    assert page.is_hidden("#panel-images")
+    assert page.locator("#file").get_attribute("aria-describedby") == "drop-hint"
+
+
+def test_phone_screen_in_dark_mode(browser: Browser, server: str, watch: Watch, images: list[Path]) -> None:
+    page = open_page(
+        browser,
+        server,
+        watch,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme="dark",
+    )
+    try:
+        page.set_input_files("#file", [str(p) for p in images[:4]])
+        page.wait_for_function("() => document.querySelectorAll('.card[data-status=done]').length === 4")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scrolling"
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert sum(int(c) for c in re.findall(r"\d+", background)[:3]) < 150, background
+        shot(page, "phone-dark")
+    finally:
+        page.context.close()
+    assert watch.errors == []
+
+
+def test_page_round_trip_is_recorded(page: Page, images: list[Path]) -> None:
+    """Keeps a record of the round trip the page measures for one image (the README quotes bench/ numbers)."""
+    times = []
+    for i in range(3):
+        page.set_input_files("#file", str(images[i]))
+        page.wait_for_selector(".result[data-status=done]")
+        times.append(float(page.inner_text(".timing-rtt dd").removesuffix(" ms").replace(",", "")))
+    assert all(0 < t < 30_000 for t in times)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "round-trip.json").write_text(json.dumps({"one_image_round_trip_ms": times}) + "\n")
