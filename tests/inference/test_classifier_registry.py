@@ -14,6 +14,7 @@ from resnet_api.inference.errors import (
     InvalidImage,
     InvalidTrainingSet,
     LimitExceeded,
+    StorageFailed,
     TooManyFiles,
 )
 from resnet_api.inference.service import Embedding, ImageMeta, Timings
@@ -217,3 +218,13 @@ async def test_a_cancelled_create_still_finishes_so_memory_and_disk_agree(tmp_pa
     await registry.close()  # waits for writes in progress
     assert [c.manifest.name for c in registry.all()] == ["x"]
     assert [p.name for p in tmp_path.iterdir()] == [registry.all()[0].id]
+
+
+async def test_an_unwritable_data_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    registry = await open_registry(blocker / "classifiers")
+    with pytest.raises(StorageFailed, match="set RESNET_API_DATA_DIR to a writable directory"):
+        await registry.create("x", examples("ab"))
+    assert registry.all() == []
+    await registry.close()

@@ -106,3 +106,10 @@ class InvalidTrainingSet(InferenceError):
 
     code = "invalid_training_set"
     title = "Invalid training set"
+
+
+class StorageFailed(InferenceError):
+    """The classifier's files could not be written (data directory missing, read-only or full)."""
+
+    code = "storage_failed"
+    title = "Storage failed"

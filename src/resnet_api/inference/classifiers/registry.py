@@ -40,6 +40,7 @@ from resnet_api.inference.errors import (
     InferenceError,
     InvalidTrainingSet,
     LimitExceeded,
+    StorageFailed,
     TooManyFiles,
 )
 from resnet_api.inference.service import Classification, Embedding, ModelDescription, Prediction
@@ -357,7 +358,13 @@ class ClassifierRegistry:
             accuracy=AccuracyRecord(accuracy=accuracy.accuracy, method=accuracy.method, evaluated=accuracy.evaluated),
             l2=l2,
         )
-        self._store.save(manifest, data)
+        try:
+            self._store.save(manifest, data)
+        except OSError as exc:
+            raise StorageFailed(
+                f"cannot write classifier files under {self._store.root}: {exc.strerror or exc}; "
+                "set RESNET_API_DATA_DIR to a writable directory"
+            ) from exc
         return StoredClassifier(manifest, head, features, targets)
 
     async def _embed_all(self, examples: Sequence[Example]) -> list[list[float]]:
