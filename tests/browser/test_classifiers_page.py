@@ -17,8 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from classifier_images import colour_image
+from imagegen import encode
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -84,6 +86,9 @@ def test_teach_three_classes_classify_and_find_them_after_a_restart(weights_file
             path = photos / f"{label}-{i}.png"
             path.write_bytes(colour_image(label, 100 * li + i))
             examples[label].append(str(path))
+    yellow = [photos / f"yellow-{i}.png" for i in range(2)]
+    for i, path in enumerate(yellow):
+        path.write_bytes(encode(Image.new("RGB", (96, 96), (230, 210, 40 + 20 * i))))
     new_photo = photos / "new.png"
     new_photo.write_bytes(colour_image("green", 99_999))
     data_dir, log = tmp_path / "data", tmp_path / "server.log"
@@ -123,6 +128,19 @@ def test_teach_three_classes_classify_and_find_them_after_a_restart(weights_file
                 sync_api.expect(page.locator("#predictions li")).to_have_count(3)
                 score = float(top.get_attribute("data-score") or 0)
                 assert score > 0.5
+
+                page.fill("#improve-label", "yellow")  # a new label, taught after the fact
+                page.locator("#improve-files").set_input_files([str(p) for p in yellow])
+                page.click("#improve-submit")
+                sync_api.expect(page.locator("#improve-status")).to_contain_text(
+                    "Retrained (revision 2)", timeout=60_000
+                )
+                sync_api.expect(page.locator("#clf-table tbody tr td").nth(1)).to_contain_text("yellow (2)")
+                page.locator("#predict-file").set_input_files(str(new_photo))
+                sync_api.expect(page.locator("#predictions li")).to_have_count(4)  # the new label is answered too
+                top = page.locator("#predictions li").first
+                sync_api.expect(top).to_have_attribute("data-label", "green")
+                score = float(top.get_attribute("data-score") or 0)
                 assert all(url.startswith(base) or url.startswith("blob:") for url in requests), requests
 
             with server(weights_file, data_dir, log) as base:  # restart on the same data directory

@@ -244,6 +244,7 @@ async function refreshList(selectId) {
   if (!usable.length) select.append(new Option("(create one first)", ""));
   for (const c of usable) select.append(new Option(`${c.name} — ${c.labels.map((l) => l.label).join(", ")}`, c.id));
   if (usable.some((c) => c.id === previous)) select.value = previous;
+  updateLabelChoices();
 }
 
 // ---- classify -------------------------------------------------------------------------------
@@ -300,6 +301,69 @@ async function classify(file) {
   }
 }
 
+// ---- improve: add examples and retrain -------------------------------------------------------
+
+const improve = { files: [] };
+
+function addImproveFiles(fileList) {
+  for (const file of fileList) {
+    if (!file.type.startsWith("image/") && file.type !== "") continue;
+    improve.files.push(file);
+    const img = document.createElement("img");
+    img.alt = file.name;
+    img.src = URL.createObjectURL(file);
+    $("#improve-thumbs").append(img);
+  }
+}
+
+function updateLabelChoices() {
+  const c = state.classifiers.find((x) => x.id === $("#clf-select").value);
+  const list = $("#improve-labels");
+  list.replaceChildren(...(c ? c.labels.map((l) => new Option(l.label)) : []));
+}
+
+async function addExamples(event) {
+  event.preventDefault();
+  const status = $("#improve-status");
+  const id = $("#clf-select").value;
+  const label = $("#improve-label").value.trim();
+  if (!id) return setStatus(status, "Create a classifier first.", "error");
+  if (!label) return setStatus(status, "Name the label these photos show.", "error");
+  if (!improve.files.length) return setStatus(status, "Add at least one photo.", "error");
+  const form = new FormData();
+  for (const file of improve.files) {
+    form.append("labels", label);
+    form.append("files", file, file.name);
+  }
+  $("#improve-submit").disabled = true;
+  const started = performance.now();
+  const timer = setInterval(() => {
+    const s = ((performance.now() - started) / 1000).toFixed(1);
+    setStatus(status, `Embedding ${improve.files.length} photos and retraining… ${s} s`);
+  }, 200);
+  try {
+    const response = await fetch(`/v1/classifiers/${encodeURIComponent(id)}/examples`, { method: "POST", body: form });
+    const body = await response.json().catch(() => null);
+    if (!response.ok) {
+      setStatus(status, problemText(body, response.status), "error");
+      return;
+    }
+    setStatus(
+      status,
+      `Retrained (revision ${body.revision}): accuracy estimate ${pct(body.accuracy.accuracy)} over ${body.examples} examples.`,
+      "ok",
+    );
+    improve.files = [];
+    $("#improve-thumbs").replaceChildren();
+    await refreshList(id);
+  } catch {
+    setStatus(status, "Could not reach the server.", "error");
+  } finally {
+    clearInterval(timer);
+    $("#improve-submit").disabled = false;
+  }
+}
+
 // ---- start ----------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -312,5 +376,13 @@ document.addEventListener("DOMContentLoaded", () => {
     input.value = "";
   });
   wireDropzone($("#predict-drop"), (files) => classify(files[0]));
+  const more = $("#improve-files");
+  more.addEventListener("change", () => {
+    addImproveFiles(more.files);
+    more.value = "";
+  });
+  wireDropzone($("#improve-drop"), addImproveFiles);
+  $("#improve-form").addEventListener("submit", addExamples);
+  $("#clf-select").addEventListener("change", updateLabelChoices);
   refreshList();
 });
