@@ -12,18 +12,21 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api import __version__
+from resnet_api.api.classifier_schemas import CLASSIFIER_REQUEST_MODELS
 from resnet_api.api.errors import install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
 from resnet_api.api.middleware import REQUEST_ID_HEADER, ApiKeyAuth, RequestContext
-from resnet_api.api.openapi import install_request_schemas
-from resnet_api.api.routes import health, model, predict, v2
+from resnet_api.api.openapi import REQUEST_MODELS, install_request_schemas
+from resnet_api.api.routes import classifiers, health, model, predict, v2
 from resnet_api.api.routes import metrics as metrics_route
 from resnet_api.api.ui import StaticUI
+from resnet_api.inference.classifiers import registry_for
 from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
 
 log = logging.getLogger(__name__)
+
 
 DESCRIPTION = """\
 Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline.
@@ -32,6 +35,7 @@ Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline
 * `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated, or JSON)
 * `POST /v1/embed` — the 512-d feature vector of an image
 * `GET /` — the Web UI (drag-and-drop, batch grid, live camera)
+* `POST /v1/classifiers` — teach new classes from a few labelled photos; then `POST /v1/predict?classifier={id}`
 * `/v2/...` — the Open Inference Protocol (KServe V2) for Triton and KServe clients; not in this schema
 * `GET /livez`, `GET /readyz`, `GET /metrics` — for orchestrators and Prometheus
 
@@ -79,14 +83,20 @@ def create_app(
         service = InferenceService(settings, weights_loader=weights_loader, metrics=metrics)
         await service.start()
         app.state.service = service
+        registry = registry_for(settings, service, service.description)
+        await registry.open()
+        app.state.classifiers = registry
         if app.state.draining:  # SIGTERM arrived while the model was loading
             service.drain()
         try:
             yield
         finally:
-            # 1. readiness fails at once; 2. accepted work finishes; 3. threads are released.
+            # 1. classifier writes in progress finish (they need the model); 2. readiness fails at once;
+            # 3. accepted work finishes; 4. threads are released.
+            await registry.close()
             await service.stop()
             app.state.service = None
+            app.state.classifiers = None
 
     app = FastAPI(
         title="resnet-api",
@@ -105,10 +115,11 @@ def create_app(
     app.state.metrics = metrics
     app.state.service = None
     app.state.draining = False
+    app.state.classifiers = None
     install_error_handlers(app)
-    for router in (predict.router, model.router, health.router, metrics_route.router, v2.router):
+    for router in (predict.router, model.router, health.router, metrics_route.router, v2.router, classifiers.router):
         app.include_router(router)
-    install_request_schemas(app)
+    install_request_schemas(app, (*REQUEST_MODELS, *CLASSIFIER_REQUEST_MODELS))
     # Last, so API routes win; a Mount is not an APIRoute, so the UI stays out of the OpenAPI schema.
     app.router.routes.append(StaticUI())
     # Listed innermost first: the request id wraps everything, so even a 401 or 413 carries it.

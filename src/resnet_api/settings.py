@@ -180,3 +180,23 @@ class Settings(BaseSettings):
                 if key:
                     keys.append(key)
         return keys
+
+    # --- custom classifiers (issue 8) ---
+
+    data_dir: Path | None = None
+    """Directory where custom classifiers are stored (`<data_dir>/classifiers/`); default `$XDG_DATA_HOME/resnet-api` or `~/.local/share/resnet-api`."""
+
+    max_classifiers: int = Field(default=50, ge=1, le=10_000)
+    """Most custom classifiers the service holds; creating one more gets 422."""
+
+    max_classifier_labels: int = Field(default=20, ge=2, le=1000)
+    """Most labels one custom classifier may have."""
+
+    max_classifier_images: int = Field(default=200, ge=2, le=5000)
+    """Most example images in one create or add-examples request (413 beyond)."""
+
+    max_classifier_examples: int = Field(default=1000, ge=2, le=100_000)
+    """Most examples one custom classifier may accumulate over all its requests."""
+
+    classifier_embed_inflight: int = Field(default=2, ge=1, le=256)
+    """Training images in the model queue at once (all trainings together): bounds how long training delays predictions."""

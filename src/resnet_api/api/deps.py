@@ -15,6 +15,7 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from resnet_api.api.schemas import BatchJSON, ImageJSON
+from resnet_api.inference.classifiers import ClassifierRegistry
 from resnet_api.inference.errors import ClientDisconnected, NotReady, PayloadTooLarge
 from resnet_api.inference.service import InferenceService
 from resnet_api.settings import Settings
@@ -169,6 +170,16 @@ async def image_sources(request: Request, settings: SettingsDep) -> AsyncIterato
 
 ImageDataDep = Annotated[bytes, Depends(image_data)]
 ImageSourcesDep = Annotated[list[ImageSource], Depends(image_sources)]
+
+
+async def get_classifiers(request: Request) -> ClassifierRegistry:
+    registry: ClassifierRegistry | None = getattr(request.app.state, "classifiers", None)
+    if registry is None:
+        raise NotReady("the service is still starting: retry shortly")
+    return registry
+
+
+ClassifiersDep = Annotated[ClassifierRegistry, Depends(get_classifiers)]
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

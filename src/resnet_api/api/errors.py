@@ -13,12 +13,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from resnet_api.api.schemas import Problem
 from resnet_api.inference.errors import (
+    BackboneMismatch,
+    ClassifierNotFound,
     ClientDisconnected,
     DeadlineExceeded,
     ImageTooLarge,
     InferenceError,
     InvalidImage,
     InvalidTensor,
+    InvalidTrainingSet,
+    LimitExceeded,
     NotReady,
     Overloaded,
     PayloadTooLarge,
@@ -44,6 +48,10 @@ STATUS: dict[type[InferenceError], int] = {
     NotReady: 503,
     ClientDisconnected: 499,  # nginx's "client closed request": logged and counted, never seen by the client
     WeightsUnavailable: 503,
+    ClassifierNotFound: 404,
+    BackboneMismatch: 409,
+    LimitExceeded: 422,
+    InvalidTrainingSet: 422,
     InferenceError: 500,
 }
 RETRY_STATUSES = frozenset({503})
@@ -67,17 +75,29 @@ PROBLEM_CONTENT = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas
 ERROR_DESCRIPTIONS = {
     400: "Corrupt or truncated image, or a malformed multipart body (`invalid_form`)",
     401: "Missing or invalid API key (only when API keys are configured)",
+    404: "No such custom classifier",
     408: "The request body arrived too slowly",
+    409: "The custom classifier was trained on other backbone weights",
     413: "File or request too large, or too many pixels",
     415: "Not an image, an unsupported format, or a request body that is neither multipart nor JSON",
-    422: "Invalid parameters, missing file or malformed JSON body",
+    422: "Invalid parameters, missing file, malformed JSON body, or a limit reached",
     503: "Overloaded or not ready: retry after the Retry-After header",
 }
 # One example body per status, so generated clients and the docs show what each error looks like.
 ERROR_EXAMPLES: dict[int, tuple[str, str, str]] = {
     400: ("invalid_image", "Invalid image", "corrupt or truncated PNG image: image file is truncated"),
     401: ("unauthorized", "Unauthorized", "a valid API key is required: send it as `Authorization: Bearer <key>`"),
+    404: (
+        "classifier_not_found",
+        "Classifier not found",
+        "no classifier with id 'x': list them with GET /v1/classifiers",
+    ),
     408: ("request_timeout", "Request timeout", "the request body was not received within 60 s"),
+    409: (
+        "backbone_mismatch",
+        "Classifier trained on other weights",
+        "classifier 'x' was trained on weights IMAGENET1K_V1 but the service runs random-seed0: restart with those weights",
+    ),
     413: ("payload_too_large", "Payload too large", "cat.jpg is larger than the 20971520-byte upload limit"),
     415: (
         "unsupported_media_type",

@@ -43,7 +43,11 @@ class ModelRef(BaseModel):
 
 
 class PredictionItem(BaseModel):
-    index: int = Field(ge=0, description="ImageNet class index (0..999)", examples=[281])
+    index: int = Field(
+        ge=0,
+        description="ImageNet class index (0..999), or the label's position in a custom classifier",
+        examples=[281],
+    )
     label: str = Field(examples=["tabby"])
     score: float = Field(ge=0.0, le=1.0, description="Softmax probability", examples=[0.62])
 
@@ -92,6 +96,7 @@ class PredictResponse(BaseModel):
     image: ImageInfo
     timings: TimingsOut
     warning: str | None = Field(default=None, description="Set when the weights are untrained")
+    classifier: str | None = Field(default=None, description="The custom classifier that answered; null for ImageNet")
 
 
 class BatchItem(BaseModel):
@@ -148,6 +153,7 @@ class BatchResponse(BaseModel):
     model: ModelRef
     total_ms: float
     warning: str | None = None
+    classifier: str | None = Field(default=None, description="The custom classifier that answered; null for ImageNet")
 
 
 class EmbedResponse(BaseModel):

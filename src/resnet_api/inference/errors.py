@@ -89,3 +89,41 @@ class InvalidTensor(InferenceError):
 
     code = "invalid_tensor"
     title = "Invalid tensor"
+
+
+# --- custom classifiers (issue 8) ---
+
+
+class ClassifierNotFound(InferenceError):
+    """No custom classifier with this id."""
+
+    code = "classifier_not_found"
+    title = "Classifier not found"
+
+
+class BackboneMismatch(InferenceError):
+    """The classifier was trained on other backbone weights than the ones this service runs."""
+
+    code = "backbone_mismatch"
+    title = "Classifier trained on other weights"
+
+
+class LimitExceeded(InferenceError):
+    """Too many classifiers, labels or examples for the configured limits."""
+
+    code = "limit_exceeded"
+    title = "Limit exceeded"
+
+
+class InvalidTrainingSet(InferenceError):
+    """The examples cannot train a classifier (fewer than two labels, an empty label, a bad name...)."""
+
+    code = "invalid_training_set"
+    title = "Invalid training set"
+
+
+class StorageFailed(InferenceError):
+    """The classifier's files could not be written (data directory missing, read-only or full)."""
+
+    code = "storage_failed"
+    title = "Storage failed"
