@@ -185,3 +185,11 @@ async def test_keys_can_come_from_a_secret_file(weights_file: Path, tmp_path: Pa
         assert (await client.get("/v1/model")).status_code == 401
         assert (await client.get("/v1/model", headers={"X-API-Key": KEY_A})).status_code == 200
         assert (await client.get("/v1/model", headers={"X-API-Key": KEY_B})).status_code == 200
+
+
+async def test_405_names_every_method_of_the_path(weights_file: Path) -> None:
+    async with client_for(weights_file) as client:
+        response = await client.request("PUT", "/v1/classifiers")
+        assert response.status_code == 405
+        assert response.json()["code"] == "method_not_allowed"
+        assert set(response.headers["allow"].split(", ")) >= {"GET", "POST"}
