@@ -8,20 +8,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api import __version__
+from resnet_api.api.classifier_schemas import CLASSIFIER_REQUEST_MODELS
 from resnet_api.api.errors import install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
-from resnet_api.api.openapi import install_request_schemas
-from resnet_api.api.routes import health, model, predict, v2
+from resnet_api.api.middleware import REQUEST_ID_HEADER, ApiKeyAuth, RequestContext
+from resnet_api.api.openapi import REQUEST_MODELS, install_request_schemas
+from resnet_api.api.routes import classifiers, health, model, predict, v2
 from resnet_api.api.routes import metrics as metrics_route
 from resnet_api.api.ui import StaticUI
+from resnet_api.inference.classifiers import registry_for
 from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
 
 log = logging.getLogger(__name__)
+
 
 DESCRIPTION = """\
 Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline.
@@ -30,6 +35,7 @@ Classify images into the 1000 ImageNet classes with ResNet-18, on a CPU, offline
 * `POST /v1/predict/batch` — several images in one request (multipart field `files`, repeated, or JSON)
 * `POST /v1/embed` — the 512-d feature vector of an image
 * `GET /` — the Web UI (drag-and-drop, batch grid, live camera)
+* `POST /v1/classifiers` — teach new classes from a few labelled photos; then `POST /v1/predict?classifier={id}`
 * `/v2/...` — the Open Inference Protocol (KServe V2) for Triton and KServe clients; not in this schema
 * `GET /livez`, `GET /readyz`, `GET /metrics` — for orchestrators and Prometheus
 
@@ -77,12 +83,20 @@ def create_app(
         service = InferenceService(settings, weights_loader=weights_loader, metrics=metrics)
         await service.start()
         app.state.service = service
+        registry = registry_for(settings, service, service.description)
+        await registry.open()
+        app.state.classifiers = registry
+        if app.state.draining:  # SIGTERM arrived while the model was loading
+            service.drain()
         try:
             yield
         finally:
-            # 1. readiness fails at once; 2. accepted work finishes; 3. threads are released.
+            # 1. classifier writes in progress finish (they need the model); 2. readiness fails at once;
+            # 3. accepted work finishes; 4. threads are released.
+            await registry.close()
             await service.stop()
             app.state.service = None
+            app.state.classifiers = None
 
     app = FastAPI(
         title="resnet-api",
@@ -91,16 +105,43 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         license_info={"name": "MIT", "identifier": "MIT"},
+        form_limits={
+            "max_files": settings.max_batch_files,
+            "max_fields": settings.max_form_fields,
+            "max_part_size": settings.max_form_part_bytes,
+        },
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = None
+    app.state.draining = False
+    app.state.classifiers = None
     install_error_handlers(app)
-    for router in (predict.router, model.router, health.router, metrics_route.router, v2.router):
+    for router in (predict.router, model.router, health.router, metrics_route.router, v2.router, classifiers.router):
         app.include_router(router)
-    install_request_schemas(app)
+    install_request_schemas(app, (*REQUEST_MODELS, *CLASSIFIER_REQUEST_MODELS))
     # Last, so API routes win; a Mount is not an APIRoute, so the UI stays out of the OpenAPI schema.
     app.router.routes.append(StaticUI())
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # Listed innermost first: the request id wraps everything, so even a 401 or 413 carries it.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_seconds)
+    app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), protect_probes=settings.protect_probes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(RequestContext, log_requests=settings.access_log)
     return app
+
+
+def begin_draining(app: FastAPI) -> None:
+    """Called from the SIGTERM handler: readiness fails and new work gets 503 at once; admitted work finishes."""
+    app.state.draining = True
+    service: InferenceService | None = app.state.service
+    if service is not None:
+        service.drain()

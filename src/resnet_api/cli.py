@@ -23,26 +23,32 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from resnet_api.logs import setup_logging
+
+    setup_logging(level)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from resnet_api.app import create_app
+    from resnet_api import server
+    from resnet_api.app import begin_draining, create_app
 
     settings = _settings(args)
     _setup_logging(settings.log_level)
+    app = create_app(settings)
     # One worker per process on purpose: each worker would load its own model and half-fill its own batcher.
-    uvicorn.run(
-        create_app(settings),
+    started = server.serve(
+        app,
+        on_drain=lambda: begin_draining(app),
+        drain_seconds=settings.shutdown_drain_seconds,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         workers=1,
-        timeout_graceful_shutdown=30,
+        access_log=False,  # the app writes its own JSON access log line, with the request id
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
-    return 0
+    return 0 if started else 1
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -5,12 +5,13 @@ The README's settings table mirrors the field docstrings here; `tests/test_setti
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 
@@ -113,6 +114,92 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
     """Log level of the service and of uvicorn."""
+
+    # --- reliability and security (issue 5) ---
+    request_deadline_ms: float = Field(default=10_000.0, ge=10.0, le=600_000.0)
+    """An image not sent to the model within this time of its arrival is answered 503 and dropped."""
+
+    body_timeout_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
+    """Most time a client may take to send a request body; slower uploads get 408."""
+
+    keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=600)
+    """Idle keep-alive connections are closed after this long."""
+
+    max_form_fields: int = Field(default=8, ge=0, le=1000)
+    """Most non-file fields in one multipart request (more get 400 `invalid_form`)."""
+
+    max_form_part_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * MiB)
+    """Largest non-file multipart field (larger ones get 400 `invalid_form`)."""
+
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0.0, le=300.0)
+    """After SIGTERM, keep the listener open this long answering 503 (readiness failed) before closing it."""
+
+    shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
+    """After SIGTERM (and the drain), longest wait for accepted requests to finish before they are cancelled."""
+
+    api_keys: Annotated[tuple[SecretStr, ...] | None, NoDecode] = None
+    """Comma-separated API keys; when set, `/v1/*` and `/v2/*` need one as `Authorization: Bearer` or `X-API-Key`."""
+
+    api_keys_file: Path | None = None
+    """File with more API keys, one per line (`#` comments allowed): a Docker or Kubernetes secret."""
+
+    protect_probes: bool = False
+    """With API keys set, also require a key for `/livez`, `/readyz` and `/metrics`."""
+
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated origins allowed by CORS (`*` for any); empty means no CORS headers at all."""
+
+    access_log: bool = True
+    """Write one JSON line per request (with its request id) to the `resnet_api.access` logger."""
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        """`a,b` or a JSON list `["a", "b"]` (what an unset variable in docker-compose.yml renders as: `[]`)."""
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return tuple(json.loads(value))
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, value: tuple[SecretStr, ...] | None) -> tuple[SecretStr, ...] | None:
+        if value is not None and any(len(key.get_secret_value()) < 16 for key in value):
+            raise ValueError("every API key needs at least 16 characters")
+        return value
+
+    def all_api_keys(self) -> list[str]:
+        """The keys from `api_keys` and `api_keys_file` together (read now: call once, at start-up)."""
+        keys = [key.get_secret_value() for key in self.api_keys or ()]
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
+                key = line.split("#", 1)[0].strip()
+                if key and len(key) < 16:
+                    raise ValueError(f"{self.api_keys_file}: every API key needs at least 16 characters")
+                if key:
+                    keys.append(key)
+        return keys
+
+    # --- custom classifiers (issue 8) ---
+
+    data_dir: Path | None = None
+    """Directory where custom classifiers are stored (`<data_dir>/classifiers/`); default `$XDG_DATA_HOME/resnet-api` or `~/.local/share/resnet-api`."""
+
+    max_classifiers: int = Field(default=50, ge=1, le=10_000)
+    """Most custom classifiers the service holds; creating one more gets 422."""
+
+    max_classifier_labels: int = Field(default=20, ge=2, le=1000)
+    """Most labels one custom classifier may have."""
+
+    max_classifier_images: int = Field(default=200, ge=2, le=5000)
+    """Most example images in one create or add-examples request (413 beyond)."""
+
+    max_classifier_examples: int = Field(default=1000, ge=2, le=100_000)
+    """Most examples one custom classifier may accumulate over all its requests."""
+
+    classifier_embed_inflight: int = Field(default=2, ge=1, le=256)
+    """Training images in the model queue at once (all trainings together): bounds how long training delays predictions."""
 
     # --- performance (issue 4) ---
     backend: Literal["torch", "onnxruntime", "openvino", "int8"] = "torch"

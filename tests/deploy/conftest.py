@@ -70,19 +70,18 @@ def image_settings(clean_env: pytest.MonkeyPatch, image_env: dict[str, str]) -> 
 
 @pytest.fixture
 def serve_call(clean_env: pytest.MonkeyPatch, image_env: dict[str, str]) -> dict[str, Any]:
-    """Keyword arguments `resnet-api serve` passes to uvicorn.run inside the container."""
-    import uvicorn
-
-    from resnet_api import cli
+    """Keyword arguments `resnet-api serve` passes to uvicorn (through `resnet_api.server.serve`) in the container."""
+    from resnet_api import cli, server
 
     for name, value in image_env.items():
         clean_env.setenv(name, value)
     captured: dict[str, Any] = {}
 
-    def fake_run(app: object, **kwargs: Any) -> None:
+    def fake_serve(app: object, **kwargs: Any) -> bool:
         captured.update(kwargs, app=app)
+        return True
 
-    clean_env.setattr(uvicorn, "run", fake_run)
+    clean_env.setattr(server, "serve", fake_serve)
     clean_env.setattr(cli, "_setup_logging", lambda level: None)
     assert cli.main(["serve"]) == 0
     return captured

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Literal, Protocol, TypeVar
 
@@ -13,7 +15,8 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from resnet_api.api.schemas import BatchJSON, ImageJSON
-from resnet_api.inference.errors import NotReady, PayloadTooLarge
+from resnet_api.inference.classifiers import ClassifierRegistry
+from resnet_api.inference.errors import ClientDisconnected, NotReady, PayloadTooLarge
 from resnet_api.inference.service import InferenceService
 from resnet_api.settings import Settings
 
@@ -29,6 +32,8 @@ async def get_service(request: Request) -> InferenceService:
         raise NotReady("the model is still loading: retry shortly")
     return service
 
+
+T = TypeVar("T")
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
@@ -134,20 +139,29 @@ async def image_data(request: Request, settings: SettingsDep) -> bytes:
     if request_kind(request) == "json":
         body = await parse_json(request, ImageJSON)
         return check_size(body.image, body.filename, settings.max_upload_bytes)
-    form = await request.form()
+    form = await read_form(request, settings)
     try:
         return await form_uploads(form, "file")[0].read(settings.max_upload_bytes)
     finally:
         await form.close()
 
 
-async def image_sources(request: Request) -> AsyncIterator[list[ImageSource]]:
+async def read_form(request: Request, settings: Settings) -> FormData:
+    """The multipart form, parsed under the form limits (more gets 400 `invalid_form`, too many files 413)."""
+    return await request.form(
+        max_files=settings.max_batch_files,
+        max_fields=settings.max_form_fields,
+        max_part_size=settings.max_form_part_bytes,
+    )
+
+
+async def image_sources(request: Request, settings: SettingsDep) -> AsyncIterator[list[ImageSource]]:
     """The images of a batch request, in order: multipart fields `files`, or JSON `{"images": [...]}`."""
     if request_kind(request) == "json":
         body = await parse_json(request, BatchJSON)
         yield [DecodedSource(item.image, item.filename) for item in body.images]
         return
-    form = await request.form()
+    form = await read_form(request, settings)
     try:
         yield list(form_uploads(form, "files"))
     finally:
@@ -156,3 +170,38 @@ async def image_sources(request: Request) -> AsyncIterator[list[ImageSource]]:
 
 ImageDataDep = Annotated[bytes, Depends(image_data)]
 ImageSourcesDep = Annotated[list[ImageSource], Depends(image_sources)]
+
+
+async def get_classifiers(request: Request) -> ClassifierRegistry:
+    registry: ClassifierRegistry | None = getattr(request.app.state, "classifiers", None)
+    if registry is None:
+        raise NotReady("the service is still starting: retry shortly")
+    return registry
+
+
+ClassifiersDep = Annotated[ClassifierRegistry, Depends(get_classifiers)]
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`, but cancel it as soon as the client disconnects, so nobody runs the model for no one.
+
+    Once the body has been read, `receive()` returns only when the client goes away (`http.disconnect`).
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientDisconnected("the client closed the connection before its answer was ready; the work was skipped")
+    finally:
+        for pending in (task, watcher):
+            pending.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -10,16 +10,24 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from resnet_api.api.schemas import Problem
 from resnet_api.inference.errors import (
+    BackboneMismatch,
+    ClassifierNotFound,
+    ClientDisconnected,
+    DeadlineExceeded,
     ImageTooLarge,
     InferenceError,
     InvalidImage,
     InvalidTensor,
+    InvalidTrainingSet,
+    LimitExceeded,
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    TooManyFiles,
     UnsupportedImage,
     WeightsUnavailable,
 )
@@ -37,28 +45,60 @@ STATUS: dict[type[InferenceError], int] = {
     ImageTooLarge: 413,
     PayloadTooLarge: 413,
     Overloaded: 503,
+    DeadlineExceeded: 503,
     NotReady: 503,
+    ClientDisconnected: 499,  # nginx's "client closed request": logged and counted, never seen by the client
     WeightsUnavailable: 503,
+    ClassifierNotFound: 404,
+    BackboneMismatch: 409,
+    LimitExceeded: 422,
+    InvalidTrainingSet: 422,
     InferenceError: 500,
 }
 RETRY_STATUSES = frozenset({503})
+
+# Starlette/FastAPI HTTP errors -> stable codes. FastAPI answers 400 only when the multipart body is malformed
+# or over the form limits (RESNET_API_MAX_FORM_FIELDS, RESNET_API_MAX_FORM_PART_BYTES, too many files).
+HTTP_CODES = {
+    400: "invalid_form",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 # For OpenAPI: the error answers each kind of route can give.
 PROBLEM_CONTENT = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
 ERROR_DESCRIPTIONS = {
-    400: "Corrupt or truncated image",
-    401: "Missing or invalid API key",
+    400: "Corrupt or truncated image, or a malformed multipart body (`invalid_form`)",
+    401: "Missing or invalid API key (only when API keys are configured)",
+    404: "No such custom classifier",
+    408: "The request body arrived too slowly",
+    409: "The custom classifier was trained on other backbone weights",
     413: "File or request too large, or too many pixels",
     415: "Not an image, an unsupported format, or a request body that is neither multipart nor JSON",
-    422: "Invalid parameters, missing file or malformed JSON body",
+    422: "Invalid parameters, missing file, malformed JSON body, or a limit reached",
     503: "Overloaded or not ready: retry after the Retry-After header",
 }
 # One example body per status, so generated clients and the docs show what each error looks like.
 ERROR_EXAMPLES: dict[int, tuple[str, str, str]] = {
     400: ("invalid_image", "Invalid image", "corrupt or truncated PNG image: image file is truncated"),
-    401: ("unauthorized", "Unauthorized", "send a valid API key"),
+    401: ("unauthorized", "Unauthorized", "a valid API key is required: send it as `Authorization: Bearer <key>`"),
+    404: (
+        "classifier_not_found",
+        "Classifier not found",
+        "no classifier with id 'x': list them with GET /v1/classifiers",
+    ),
+    408: ("request_timeout", "Request timeout", "the request body was not received within 60 s"),
+    409: (
+        "backbone_mismatch",
+        "Classifier trained on other weights",
+        "classifier 'x' was trained on weights IMAGENET1K_V1 but the service runs random-seed0: restart with those weights",
+    ),
     413: ("payload_too_large", "Payload too large", "cat.jpg is larger than the 20971520-byte upload limit"),
     415: (
         "unsupported_media_type",
@@ -137,15 +177,28 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {
-        404: "not_found",
-        405: "method_not_allowed",
-        401: "unauthorized",
-        413: "payload_too_large",
-        415: "unsupported_media_type",
-    }.get(exc.status_code, "http_error")
+    if exc.status_code == 400 and str(exc.detail).startswith("Too many files"):
+        # Starlette's multipart parser stopped at the file limit: the same answer as the route's own check.
+        max_files = request.app.state.settings.max_batch_files
+        too_many = TooManyFiles(f"more than {max_files} files sent (RESNET_API_MAX_BATCH_FILES)")
+        return problem_response(problem_for(too_many, request.url.path))
+    code = HTTP_CODES.get(exc.status_code, "http_error")
     body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
-    return problem_response(body, dict(exc.headers) if exc.headers else None)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        # Starlette names only the first route matching the path; a path with GET and POST routes has both.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem_response(body, headers or None)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Methods some route fully matches for this path (asks the router, so nested routers count too)."""
+    allowed = []
+    for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

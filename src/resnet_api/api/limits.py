@@ -1,13 +1,15 @@
-"""ASGI middleware that refuses request bodies over a byte limit while they stream in."""
+"""ASGI middleware that refuses request bodies over a byte limit, or too slow, while they stream in."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import time
 
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from resnet_api.api.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from resnet_api.api.errors import problem, problem_response
 
 
 class BodyTooLarge(HTTPException):
@@ -17,12 +19,23 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is larger than {max_bytes} bytes (RESNET_API_MAX_REQUEST_BYTES)")
 
 
-class BodySizeLimit:
-    """413 from the Content-Length header at once, or as soon as a chunked body passes the limit."""
+class BodyTimeout(HTTPException):
+    """The client took longer than allowed to send its body (a slow or stalled upload)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            408, f"the request body was not received within {timeout_s:g} s (RESNET_API_BODY_TIMEOUT_SECONDS)"
+        )
+
+
+class BodySizeLimit:
+    """413 from the Content-Length header at once, or as soon as a (chunked) body passes the limit;
+    408 when the whole body has not arrived within `timeout_s` of the first read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,18 +48,29 @@ class BodySizeLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await self._reject(scope, send)
+                    await self._reject(scope, receive, send, BodyTooLarge(self.max_bytes))
                     return
         seen = 0
+        body_done = False
+        deadline: float | None = None
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done, deadline
+            if body_done or self.timeout_s is None:
+                message = await receive()  # after the body, receive() only reports a disconnect: no timeout
+            else:
+                if deadline is None:
+                    deadline = time.monotonic() + self.timeout_s
+                try:
+                    message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+                except TimeoutError:
+                    raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -57,29 +81,18 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyTimeout) as exc:
             if not started:
-                await self._reject(scope, send)
+                await self._reject(scope, receive, send, exc)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        detail = f"the request body is larger than {self.max_bytes} bytes (RESNET_API_MAX_REQUEST_BYTES)"
-        media_type = PROBLEM_MEDIA_TYPE
-        body = json.dumps(
-            {
-                "type": PROBLEM_TYPE_BASE + "payload_too_large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": detail,
-                "code": "payload_too_large",
-                "instance": scope.get("path"),
-            }
-        ).encode()
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
+        # The rest of the body is not read: close the connection instead of draining it.
+        headers = {"Connection": "close"}
         if str(scope.get("path", "")).startswith("/v2"):  # the Open Inference Protocol has its own error shape
-            media_type, body = "application/json", json.dumps({"error": detail}).encode()
-        headers = [
-            (b"content-type", media_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            response: Response = JSONResponse({"error": exc.detail}, exc.status_code, headers)
+        else:
+            code = "payload_too_large" if exc.status_code == 413 else "request_timeout"
+            title = code.replace("_", " ").capitalize()
+            response = problem_response(problem(exc.status_code, code, title, exc.detail, scope.get("path")), headers)
+        await response(scope, receive, send)

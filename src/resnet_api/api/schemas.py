@@ -43,7 +43,11 @@ class ModelRef(BaseModel):
 
 
 class PredictionItem(BaseModel):
-    index: int = Field(ge=0, description="ImageNet class index (0..999)", examples=[281])
+    index: int = Field(
+        ge=0,
+        description="ImageNet class index (0..999), or the label's position in a custom classifier",
+        examples=[281],
+    )
     label: str = Field(examples=["tabby"])
     score: float = Field(ge=0.0, le=1.0, description="Softmax probability", examples=[0.62])
 
@@ -93,6 +97,7 @@ class PredictResponse(BaseModel):
     image: ImageInfo
     timings: TimingsOut
     warning: str | None = Field(default=None, description="Set when the weights are untrained")
+    classifier: str | None = Field(default=None, description="The custom classifier that answered; null for ImageNet")
 
 
 class BatchItem(BaseModel):
@@ -149,6 +154,7 @@ class BatchResponse(BaseModel):
     model: ModelRef
     total_ms: float
     warning: str | None = None
+    classifier: str | None = Field(default=None, description="The custom classifier that answered; null for ImageNet")
 
 
 class EmbedResponse(BaseModel):
@@ -264,8 +270,13 @@ def _decode_base64(value: object) -> bytes:
 
 
 # Decoded while the body is validated, so bad base64 is a 422 that points at the field.
+# The pattern documents canonical base64 (the validator is more lenient), so schema-driven clients and
+# fuzzers such as Schemathesis generate decodable strings.
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 Base64Image = Annotated[
-    bytes, PlainValidator(_decode_base64), WithJsonSchema({"type": "string", "contentEncoding": "base64"})
+    bytes,
+    PlainValidator(_decode_base64),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64", "pattern": BASE64_PATTERN}),
 ]
 
 
@@ -278,7 +289,7 @@ class ImageUpload(BaseModel):
 class BatchUpload(BaseModel):
     """Multipart body with several images (repeat the `files` field)."""
 
-    files: list[bytes] = Field(description="The images, in order")
+    files: list[bytes] = Field(min_length=1, description="The images, in order")
 
 
 class ImageJSON(BaseModel):

@@ -5,6 +5,7 @@
    or `max_wait_s` after the first one, whichever comes first. With `more_coming` (adaptive wait) it
    waits only while that says more items are on their way, so a lone request never waits.
 3. The batch runs on a dedicated single thread; every future is resolved, or failed with the batch.
+4. Items whose caller gave up (cancelled: disconnected) or whose deadline passed are dropped before inference.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from resnet_api.inference.errors import NotReady, Overloaded
+from resnet_api.inference.errors import DeadlineExceeded, NotReady, Overloaded
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -31,6 +32,8 @@ class _Pending(Generic[In, Out]):
     item: In
     future: asyncio.Future[BatchResult[Out]]
     enqueued: float = field(default_factory=time.perf_counter)
+    deadline: float | None = None  # perf_counter time after which the item is dropped unless already running
+    started: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,16 @@ class BatchStats:
     size: int
     queue_waits_s: list[float]
     inference_s: float
+
+
+def _expire(pending: _Pending[In, Out], timeout_s: float) -> None:
+    """Deadline timer: answer an item that is still waiting; one already in a running batch is let finish."""
+    if not pending.started and not pending.future.done():
+        pending.future.set_exception(
+            DeadlineExceeded(
+                f"the image waited {timeout_s * 1000:.0f} ms without reaching the model (RESNET_API_REQUEST_DEADLINE_MS)"
+            )
+        )
 
 
 class MicroBatcher(Generic[In, Out]):
@@ -89,15 +102,28 @@ class MicroBatcher(Generic[In, Out]):
         """Run a batch on the model thread, bypassing the queue (warm-up)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, items)
 
-    async def submit(self, item: In) -> BatchResult[Out]:
+    async def submit(self, item: In, *, timeout_s: float | None = None) -> BatchResult[Out]:
+        """Queue `item`; if it has not started running within `timeout_s`, drop it and raise `DeadlineExceeded`."""
         if not self._accepting:
             raise NotReady("the service is not accepting work (starting up or shutting down)")
         future: asyncio.Future[BatchResult[Out]] = asyncio.get_running_loop().create_future()
+        pending = _Pending(item, future)
+        if timeout_s is not None:
+            if timeout_s <= 0:
+                raise DeadlineExceeded("the request deadline passed before the image reached the queue")
+            pending.deadline = pending.enqueued + timeout_s
         try:
-            self._queue.put_nowait(_Pending(item, future))
+            self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise Overloaded(f"the queue is full ({self._queue.maxsize} images waiting): retry shortly") from None
-        return await future
+        timer = None
+        if timeout_s is not None:
+            timer = asyncio.get_running_loop().call_later(timeout_s, _expire, pending, timeout_s)
+        try:
+            return await future  # a cancelled caller cancels the future at once, so the collector skips it
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def stop(self) -> None:
         """Stop accepting, finish everything already accepted, then stop the model thread."""
@@ -139,9 +165,17 @@ class MicroBatcher(Generic[In, Out]):
                     self._queue.task_done()
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[In, Out]]) -> None:
-        live = [p for p in batch if not p.future.done()]  # skip callers that gave up (cancelled)
+        now = time.perf_counter()
+        for p in batch:  # the caller normally notices first; this is the backstop
+            if p.deadline is not None and now > p.deadline and not p.future.done():
+                p.future.set_exception(
+                    DeadlineExceeded("the image waited past its deadline without reaching the model")
+                )
+        live = [p for p in batch if not p.future.done()]  # skip callers that gave up (cancelled) or expired
         if not live:
             return
+        for p in live:
+            p.started = True
         started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in live])

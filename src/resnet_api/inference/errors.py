@@ -70,8 +70,60 @@ class TooManyFiles(PayloadTooLarge):
     title = "Too many files"
 
 
+class DeadlineExceeded(Overloaded):
+    """The image waited longer than the request deadline and was dropped before inference."""
+
+    code = "deadline_exceeded"
+    title = "Deadline exceeded"
+
+
+class ClientDisconnected(InferenceError):
+    """The client went away before its answer was ready; its work was skipped."""
+
+    code = "client_closed_request"
+    title = "Client closed request"
+
+
 class InvalidTensor(InferenceError):
     """A preprocessed input tensor with the wrong shape, type or values."""
 
     code = "invalid_tensor"
     title = "Invalid tensor"
+
+
+# --- custom classifiers (issue 8) ---
+
+
+class ClassifierNotFound(InferenceError):
+    """No custom classifier with this id."""
+
+    code = "classifier_not_found"
+    title = "Classifier not found"
+
+
+class BackboneMismatch(InferenceError):
+    """The classifier was trained on other backbone weights than the ones this service runs."""
+
+    code = "backbone_mismatch"
+    title = "Classifier trained on other weights"
+
+
+class LimitExceeded(InferenceError):
+    """Too many classifiers, labels or examples for the configured limits."""
+
+    code = "limit_exceeded"
+    title = "Limit exceeded"
+
+
+class InvalidTrainingSet(InferenceError):
+    """The examples cannot train a classifier (fewer than two labels, an empty label, a bad name...)."""
+
+    code = "invalid_training_set"
+    title = "Invalid training set"
+
+
+class StorageFailed(InferenceError):
+    """The classifier's files could not be written (data directory missing, read-only or full)."""
+
+    code = "storage_failed"
+    title = "Storage failed"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,10 @@ MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 # MPO is how Pillow names multi-picture JPEGs from phone cameras.
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP"})
+OPEN_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")  # Pillow opens MPO through its JPEG plugin
+# Above this many pixels after the resize, only the crop's region is resampled (same filter positions, far less
+# work): extreme aspect ratios such as 1x10000 would otherwise be resized to 256x2560000 first.
+MAX_RESIZED_PIXELS = 4 * RESIZE * RESIZE * 4
 # Transparent pixels are shown over white, as on a typical page; their hidden RGB is often black garbage.
 ALPHA_BACKGROUND = (255, 255, 255)
 
@@ -34,18 +37,24 @@ def decode(data: bytes, *, max_pixels: int, draft: bool = False) -> DecodedImage
 
     `draft` lets a JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT domain, the smallest that keeps
     both sides >= RESIZE (so the shorter side still reaches 256 px): much faster for large photos.
+
+    Raises only `InvalidImage` (400), `UnsupportedImage` (415) or `ImageTooLarge` (413) for bad input.
     """
     if not data:
         raise InvalidImage("the file is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data), formats=None)
+        # Only the accepted formats' parsers ever see the bytes (less attack surface than trying all of Pillow's).
+        image: Image.Image = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
     except UnidentifiedImageError as exc:
+        sniffed = sniff_format(data)
+        if sniffed is not None:
+            raise InvalidImage(f"the file starts like a {sniffed} image but cannot be read: it is corrupt") from exc
         raise UnsupportedImage("not a recognised image: send a JPEG, PNG, GIF, WebP or BMP file") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow raises many types (struct.error, TypeError, ...) on hostile headers
         raise InvalidImage(f"cannot read image header: {exc}") from exc
     fmt = image.format or "unknown"
     if fmt not in ACCEPTED_FORMATS:
@@ -53,18 +62,52 @@ def decode(data: bytes, *, max_pixels: int, draft: bool = False) -> DecodedImage
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    if width < 1 or height < 1:
+        raise InvalidImage(f"image is {width}x{height}: it has no pixels")
     try:
-        image.seek(0)
+        image.seek(0)  # first frame only: the other frames of an animation are never decoded
         if draft and fmt in ("JPEG", "MPO"):
             image.draft(None, (RESIZE, RESIZE))
         image.load()
-        image = ImageOps.exif_transpose(image) or image
+        image = _apply_exif_orientation(image)
         rgb = to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # as above: any decoder failure on hostile data is the data's fault
         raise InvalidImage(f"corrupt or truncated {fmt} image: {exc}") from exc
     return DecodedImage(rgb, width, height, "JPEG" if fmt == "MPO" else fmt)
+
+
+# Leading bytes of the accepted formats: a file that starts like one but does not open is corrupt (400), not 415.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The accepted format the bytes claim to be by their signature, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for signature, fmt in _SIGNATURES:
+        if data.startswith(signature):
+            return fmt
+    return None
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """Rotate/flip per EXIF; broken EXIF data leaves the image as it is rather than failing the request."""
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except MemoryError:
+        raise
+    except Exception:  # includes Pillow's "Corrupt EXIF data" warning when warnings are errors
+        return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -101,7 +144,14 @@ def center_crop_box(width: int, height: int, crop: int = CROP) -> tuple[int, int
 
 
 def resize_and_crop(image: Image.Image) -> Image.Image:
-    resized = image.resize(resized_size(*image.size), Image.Resampling.BILINEAR)
+    size = resized_size(*image.size)
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:
+        # Resample only the crop: output pixel i maps to source (left + i + 0.5) * scale either way.
+        sx, sy = image.width / size[0], image.height / size[1]
+        left, top, right, bottom = center_crop_box(*size)
+        box = (left * sx, top * sy, right * sx, bottom * sy)
+        return image.resize((right - left, bottom - top), Image.Resampling.BILINEAR, box=box)
+    resized = image.resize(size, Image.Resampling.BILINEAR)
     return resized.crop(center_crop_box(*resized.size))
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from resnet_api.inference.backends.loader import default_weights_file
 from resnet_api.inference.batcher import BatchResult, BatchStats, MicroBatcher
 from resnet_api.inference.cache import LruCache, content_key
 from resnet_api.inference.catalog import EMBEDDING_DIM, MODEL_NAME, load_labels
-from resnet_api.inference.errors import InferenceError, InvalidTensor, NotReady
+from resnet_api.inference.errors import InferenceError, InvalidTensor, NotReady, Overloaded
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
 
@@ -136,12 +137,14 @@ class InferenceService:
             more_coming=self._more_coming if settings.adaptive_batch_wait else None,
         )
         self.batches_run = 0
+        self._admitted = 0
+        self._draining = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @property
     def is_ready(self) -> bool:
-        return self._backend is not None and self._batcher.accepting
+        return self._backend is not None and self._batcher.accepting and not self._draining
 
     @property
     def description(self) -> ModelDescription:
@@ -206,9 +209,19 @@ class InferenceService:
             self.settings.max_batch_wait_ms,
         )
 
+    @property
+    def admitted(self) -> int:
+        """Images accepted and not yet answered (decoding, queued or running)."""
+        return self._admitted
+
+    def drain(self) -> None:
+        """Refuse new work at once (readiness fails); what was already admitted still runs. Signal-safe."""
+        self._draining = True
+        self.metrics.ready.set(0)
+
     async def stop(self) -> None:
         """Stop accepting, answer everything accepted, then release the threads."""
-        self.metrics.ready.set(0)
+        self.drain()
         await self._batcher.stop()
         self._decode_pool.shutdown(wait=True)
 
@@ -239,8 +252,9 @@ class InferenceService:
         """Raw model outputs for encoded images; each goes through the shared batcher like `classify`."""
 
         async def one(data: bytes) -> ModelOutput:
-            _, array, _ = await self._preprocess(data)
-            return (await self._submit(array)).value
+            with self._admit() as deadline:
+                _, array, _ = await self._preprocess(data)
+                return (await self._submit(array, deadline)).value
 
         return await _all_or_first_error([one(d) for d in images])
 
@@ -258,7 +272,8 @@ class InferenceService:
                 raise InvalidTensor(f"item {i} holds NaN or infinite values")
 
         async def one(array: np.ndarray) -> ModelOutput:
-            return (await self._submit(np.ascontiguousarray(array))).value
+            with self._admit() as deadline:
+                return (await self._submit(np.ascontiguousarray(array), deadline)).value
 
         return await _all_or_first_error([one(a) for a in arrays])
 
@@ -277,8 +292,9 @@ class InferenceService:
                 self.metrics.images.labels(outcome="ok").inc()
                 total_ms = round((time.perf_counter() - started) * 1000, 3)
                 return hit[0], hit[1], Timings(0.0, 0.0, 0.0, total_ms, 0, cached=True)
-        meta, array, decode_s = await self._preprocess(data)
-        result = await self._submit(array)
+        with self._admit() as deadline:
+            meta, array, decode_s = await self._preprocess(data)
+            result = await self._submit(array, deadline)
         if key:
             self.cache.put(key, (meta, result.value))
             self.metrics.cache_bytes.set(self.cache.bytes)
@@ -291,9 +307,26 @@ class InferenceService:
     def _more_coming(self) -> int:
         return self._decoding
 
-    async def _preprocess(self, data: bytes) -> tuple[ImageMeta, np.ndarray, float]:
+    @contextlib.contextmanager
+    def _admit(self) -> Iterator[float]:
+        """Bound the images in the service (decoding, queued, running); yields the image's deadline."""
         if not self.is_ready:
-            raise NotReady("the model is not ready: retry shortly")
+            raise NotReady("the service is not ready or is shutting down: retry shortly")
+        if self._admitted >= self.settings.max_queue_size:
+            self.metrics.images.labels(outcome=Overloaded.code).inc()
+            raise Overloaded(
+                f"{self._admitted} images are already being served (RESNET_API_MAX_QUEUE_SIZE): retry shortly"
+            )
+        self._admitted += 1
+        try:
+            yield time.perf_counter() + self.settings.request_deadline_ms / 1000.0
+        except asyncio.CancelledError:
+            self.metrics.images.labels(outcome="cancelled").inc()
+            raise
+        finally:
+            self._admitted -= 1
+
+    async def _preprocess(self, data: bytes) -> tuple[ImageMeta, np.ndarray, float]:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         self._decoding += 1  # the adaptive batch wait waits only while some image is here
@@ -312,9 +345,9 @@ class InferenceService:
         decoded = preprocess.decode(data, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft)
         return decoded, preprocess.to_array(decoded.image)
 
-    async def _submit(self, array: np.ndarray) -> BatchResult[ModelOutput]:
+    async def _submit(self, array: np.ndarray, deadline: float) -> BatchResult[ModelOutput]:
         try:
-            result = await self._batcher.submit(array)
+            result = await self._batcher.submit(array, timeout_s=deadline - time.perf_counter())
         except InferenceError as exc:
             self.metrics.images.labels(outcome=exc.code).inc()
             raise

@@ -25,6 +25,6 @@ async def livez() -> HealthResponse:
 )
 async def readyz(request: Request) -> HealthResponse:
     service = getattr(request.app.state, "service", None)
-    if service is None or not service.is_ready:
+    if service is None or not service.is_ready or request.app.state.draining:
         raise NotReady("the model is loading or the service is shutting down")
     return HealthResponse(status="ready")

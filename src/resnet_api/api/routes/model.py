@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["model"])
     operation_id="get_model",
     summary="The model, weights, backend and serving settings",
     response_model=ModelInfo,
-    responses=error_responses(503),
+    responses=error_responses(401, 503),
 )
 async def get_model(service: ServiceDep) -> ModelInfo:
     d, s = service.description, service.settings
@@ -46,7 +46,7 @@ async def get_model(service: ServiceDep) -> ModelInfo:
     operation_id="get_labels",
     summary="The class names, in index order",
     response_model=LabelsResponse,
-    responses=error_responses(503),
+    responses=error_responses(401, 503),
 )
 async def get_labels(service: ServiceDep) -> LabelsResponse:
     return LabelsResponse(count=len(service.labels), labels=service.labels)

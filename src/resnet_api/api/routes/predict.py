@@ -8,9 +8,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from resnet_api.api.deps import ImageDataDep, ImageSource, ImageSourcesDep, ServiceDep, SettingsDep
+from resnet_api.api.deps import (
+    ClassifiersDep,
+    ImageDataDep,
+    ImageSource,
+    ImageSourcesDep,
+    ServiceDep,
+    SettingsDep,
+    unless_disconnected,
+)
 from resnet_api.api.errors import error_responses, problem_for
 from resnet_api.api.openapi import alternative_bodies
+from resnet_api.api.routes.classifiers import ClassifierParam, classify_with
 from resnet_api.api.schemas import (
     BatchItem,
     BatchJSON,
@@ -38,19 +47,27 @@ MinScore = Annotated[
     summary="Classify one image",
     description='Send the image as multipart field `file`, or as JSON `{"image": "<base64>"}`.',
     response_model=PredictResponse,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 404, 408, 409, 413, 415, 422, 503),
     openapi_extra=alternative_bodies(ImageUpload, ImageJSON),
 )
 async def predict(
-    service: ServiceDep, data: ImageDataDep, top_k: TopK = 3, min_score: MinScore = None
+    request: Request,
+    service: ServiceDep,
+    classifiers: ClassifiersDep,
+    data: ImageDataDep,
+    top_k: TopK = 3,
+    min_score: MinScore = None,
+    classifier: ClassifierParam = None,
 ) -> PredictResponse:
-    result = await service.classify(data, top_k=top_k, min_score=min_score)
+    classify = classify_with(service, classifiers, classifier)
+    result = await unless_disconnected(request, classify(data, top_k=top_k, min_score=min_score))
     return PredictResponse(
         predictions=predictions(result.predictions),
         model=model_ref(service),
         image=image_info(result.image),
         timings=timings(result.timings),
         warning=warning(service),
+        classifier=classifier,
     )
 
 
@@ -63,18 +80,21 @@ async def predict(
         "Results come back in the order of the images; a bad image gets its own error and the others still run."
     ),
     response_model=BatchResponse,
-    responses=error_responses(413, 415, 422, 503),
+    responses=error_responses(400, 401, 404, 408, 409, 413, 415, 422, 503),
     openapi_extra=alternative_bodies(BatchUpload, BatchJSON),
 )
 async def predict_batch(
     request: Request,
     service: ServiceDep,
+    classifiers: ClassifiersDep,
     settings: SettingsDep,
     files: ImageSourcesDep,
     top_k: TopK = 3,
     min_score: MinScore = None,
+    classifier: ClassifierParam = None,
 ) -> BatchResponse:
     started = time.perf_counter()
+    classify = classify_with(service, classifiers, classifier)
     if len(files) > settings.max_batch_files:
         raise TooManyFiles(
             f"{len(files)} files sent; at most {settings.max_batch_files} per request (RESNET_API_MAX_BATCH_FILES)"
@@ -83,7 +103,7 @@ async def predict_batch(
     async def one(index: int, upload: ImageSource) -> BatchItem:
         try:
             data = await upload.read(settings.max_upload_bytes)
-            result = await service.classify(data, top_k=top_k, min_score=min_score)
+            result = await classify(data, top_k=top_k, min_score=min_score)
         except InferenceError as exc:
             return BatchItem(index=index, filename=upload.filename, ok=False, error=problem_for(exc, request.url.path))
         return BatchItem(
@@ -95,12 +115,13 @@ async def predict_batch(
             timings=timings(result.timings),
         )
 
-    results = await asyncio.gather(*(one(i, f) for i, f in enumerate(files)))
+    results = await unless_disconnected(request, asyncio.gather(*(one(i, f) for i, f in enumerate(files))))
     return BatchResponse(
         results=list(results),
         model=model_ref(service),
         total_ms=round((time.perf_counter() - started) * 1000, 3),
         warning=warning(service),
+        classifier=classifier,
     )
 
 
@@ -113,15 +134,16 @@ async def predict_batch(
         'Send the image as multipart field `file`, or as JSON `{"image": "<base64>"}`.'
     ),
     response_model=EmbedResponse,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 503),
     openapi_extra=alternative_bodies(ImageUpload, ImageJSON),
 )
 async def embed(
+    request: Request,
     service: ServiceDep,
     data: ImageDataDep,
     normalize: Annotated[bool, Query(description="L2-normalise the vector")] = True,
 ) -> EmbedResponse:
-    result = await service.embed(data, normalize=normalize)
+    result = await unless_disconnected(request, service.embed(data, normalize=normalize))
     return EmbedResponse(
         embedding=result.vector,
         dim=len(result.vector),
