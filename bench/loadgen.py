@@ -11,6 +11,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+REQUEST_TIMEOUT_S = 30.0  # a request still unanswered then counts as an error; the run never hangs
+
 
 def multipart_request(path: str, host: str, filename: str, content: bytes) -> bytes:
     boundary = uuid.uuid4().hex
@@ -54,8 +56,14 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     lines = head.decode("latin-1").split("\r\n")
     version, status = lines[0].split(" ", 2)[:2]
     headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
-    length = int(headers.get("content-length", "0"))
-    await reader.readexactly(length)
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    else:
+        await reader.readexactly(int(headers.get("content-length", "0")))
     keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
     return int(status), keep
 
@@ -78,8 +86,8 @@ async def run_load(
             assert reader is not None
             sent = time.perf_counter()
             try:
-                status, keep = await _exchange(reader, writer, payload)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
+                status, keep = await asyncio.wait_for(_exchange(reader, writer, payload), REQUEST_TIMEOUT_S)
+            except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
                 status, keep = 0, False
             done = time.perf_counter()
             if done >= measure_from and done <= end:

@@ -228,7 +228,10 @@ async def measure(
 def run_server(
     server: str, cmd: list[str], env: dict[str, str], port: int, images: dict[str, bytes], args: argparse.Namespace
 ) -> tuple[list[Cell], dict[str, Any]]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The server's output goes to a file: an undrained pipe would fill up and block the server.
+    log_path = args.out / f"{server.replace('/', '-')}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         started = time.perf_counter()
         wait_ready(port, proc, timeout=300)
