@@ -29,7 +29,8 @@ RUN resnet-api weights fetch --weights-dir /opt/resnet-api/weights --quiet
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 resnet \
     && useradd --system --uid 10001 --gid resnet --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin resnet
+       --shell /usr/sbin/nologin resnet \
+    && mkdir -p /var/lib/resnet-api && chown 10001:10001 /var/lib/resnet-api
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/resnet-api/weights /opt/resnet-api/weights
 COPY deploy/docker/entrypoint.sh deploy/docker/healthcheck.py /opt/resnet-api/
@@ -44,11 +45,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     RESNET_API_WEIGHTS=imagenet \
     RESNET_API_WEIGHTS_DIR=/opt/resnet-api/weights \
     RESNET_API_ALLOW_DOWNLOAD=false \
-    RESNET_API_FALLBACK_TO_RANDOM=false
+    RESNET_API_FALLBACK_TO_RANDOM=false \
+    RESNET_API_DATA_DIR=/var/lib/resnet-api
 USER 10001:10001
 WORKDIR /tmp
-# The only writable path the service needs: uploads over 1 MiB are spooled to a temporary file.
-VOLUME ["/tmp"]
+# Writable paths: /tmp (uploads over 1 MiB are spooled there) and the custom classifiers' data dir.
+VOLUME ["/tmp", "/var/lib/resnet-api"]
 EXPOSE 8000
 # /livez through the stdlib (no curl in the image); the script follows RESNET_API_PORT.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

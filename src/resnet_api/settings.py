@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     """Longest a batch waits for more images once it has one (0 = never wait)."""
 
     max_queue_size: int = Field(default=128, ge=1, le=100_000)
-    """Images waiting for the model; beyond this requests get 503 with Retry-After."""
+    """Images admitted at once (decoding, queued or running); beyond this requests get 503 with Retry-After at once."""
 
     retry_after_seconds: int = Field(default=1, ge=1, le=3600)
     """Value of the Retry-After header on 503 answers."""

@@ -6,21 +6,16 @@ server and finds the classifier still there, giving the same answer.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
 from classifier_images import colour_image
 from imagegen import encode
+from liveserver import running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -32,47 +27,10 @@ pytestmark = [
 LABELS = ("red", "green", "blue")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server(weights: Path, data_dir: Path, log: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "RESNET_API_WEIGHTS": str(weights),
-        "RESNET_API_DATA_DIR": str(data_dir),
-        "RESNET_API_PORT": str(port),
-        "RESNET_API_HOST": "127.0.0.1",
-        "RESNET_API_ALLOW_DOWNLOAD": "false",
-        "RESNET_API_WARMUP": "false",
-        "RESNET_API_LOG_LEVEL": "warning",
-    }
-    base = f"http://127.0.0.1:{port}"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "resnet_api", "serve"], env=env, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 90
-        while True:  # bounded wait for the model to load
-            assert proc.poll() is None, f"server exited: {log.read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not ready after 90 s: {log.read_text()[-2000:]}"
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_server(weights, log, data_dir=data_dir, warmup=False, log_level="warning") as live:
+        yield live.base_url
 
 
 def test_teach_three_classes_classify_and_find_them_after_a_restart(weights_file: Path, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from deployfiles import PREFIX, ROOT
 
+from liveserver import free_port
 from resnet_api import __version__
 from resnet_api.inference.model import IMAGENET_WEIGHTS_FILE
 from resnet_api.settings import available_cpus
@@ -120,13 +120,6 @@ def test_healthcheck_fails_on_an_error_status(probe_server: tuple[int, type[_Han
     result = run_healthcheck(port)
     assert result.returncode == 1
     assert "unhealthy" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:  # a port that was free a moment ago
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def test_healthcheck_fails_when_nothing_listens() -> None:

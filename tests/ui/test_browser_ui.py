@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from playwright.sync_api import Browser, Page, Playwright, Request, sync_playwright
 
 from imagegen import encode
+from liveserver import running_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -100,54 +95,17 @@ def not_an_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------- the real server and the browser ----------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _serve(weights: str, log_name: str) -> Iterator[str]:
+def _serve(weights: Path | str, log_name: str) -> Iterator[str]:
     """`python -m resnet_api serve` on a free loopback port until the generator is closed; yields its URL."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "RESNET_API_WEIGHTS": weights,
-        "RESNET_API_HOST": "127.0.0.1",
-        "RESNET_API_PORT": str(port),
-        "RESNET_API_ALLOW_DOWNLOAD": "false",
-        "RESNET_API_LOG_LEVEL": "warning",
-    }
     OUT.mkdir(parents=True, exist_ok=True)
-    with (OUT / log_name).open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "resnet_api", "serve"], env=env, stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, f"server exited with {process.returncode}: see {OUT / log_name}"
-                try:
-                    with urllib.request.urlopen(url + "readyz", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "server not ready after 120 s"
-                time.sleep(0.25)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_server(weights, OUT / log_name, log_level="warning") as live:
+        yield live.base_url + "/"
 
 
 @pytest.fixture(scope="module")
 def server(weights_file: Path) -> Iterator[str]:
     """The server on the test weights file (loaded from a path, so it reports itself as trained)."""
-    yield from _serve(str(weights_file), "server.log")
+    yield from _serve(weights_file, "server.log")
 
 
 @pytest.fixture(scope="module")
