@@ -20,7 +20,8 @@ RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch
 # 2. the project and torch's own dependencies from the default index, every version from constraints.txt.
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install -c constraints.txt . \
+# The `accel` extra brings ONNX Runtime and OpenVINO, so RESNET_API_BACKEND can pick any backend.
+RUN pip install -c constraints.txt ".[accel]" \
     && pip check
 # 3. the official ImageNet weights; torch.hub checks the SHA-256 prefix in the file name (f37072fd).
 RUN resnet-api weights fetch --weights-dir /opt/resnet-api/weights --quiet
@@ -46,10 +47,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     RESNET_API_WEIGHTS_DIR=/opt/resnet-api/weights \
     RESNET_API_ALLOW_DOWNLOAD=false \
     RESNET_API_FALLBACK_TO_RANDOM=false \
-    RESNET_API_DATA_DIR=/var/lib/resnet-api
+    RESNET_API_DATA_DIR=/var/lib/resnet-api \
+    RESNET_API_MODEL_CACHE_DIR=/var/lib/resnet-api/model-cache
 USER 10001:10001
 WORKDIR /tmp
-# Writable paths: /tmp (uploads over 1 MiB are spooled there) and the custom classifiers' data dir.
+# Writable paths: /tmp (uploads over 1 MiB are spooled there) and the data dir (custom classifiers, and the
+# ONNX/int8 exports the non-torch backends make once from the baked weights).
 VOLUME ["/tmp", "/var/lib/resnet-api"]
 EXPOSE 8000
 # /livez through the stdlib (no curl in the image); the script follows RESNET_API_PORT.
