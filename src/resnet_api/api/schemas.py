@@ -8,6 +8,12 @@ import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic.config import JsonDict
+
+# Fragments shared by the response examples below.
+EXAMPLE_MODEL: JsonDict = {"name": "resnet18", "weights": "IMAGENET1K_V1", "untrained": False}
+EXAMPLE_IMAGE: JsonDict = {"width": 640, "height": 480, "format": "JPEG"}
+EXAMPLE_TIMINGS: JsonDict = {"decode_ms": 4.1, "queue_ms": 0.3, "inference_ms": 14.8, "total_ms": 19.6, "batch_size": 1}
 
 
 class Problem(BaseModel):
@@ -77,15 +83,9 @@ class PredictResponse(BaseModel):
                         {"index": 282, "label": "tiger cat", "score": 0.21},
                         {"index": 285, "label": "Egyptian cat", "score": 0.09},
                     ],
-                    "model": {"name": "resnet18", "weights": "IMAGENET1K_V1", "untrained": False},
-                    "image": {"width": 640, "height": 480, "format": "JPEG"},
-                    "timings": {
-                        "decode_ms": 4.1,
-                        "queue_ms": 0.3,
-                        "inference_ms": 14.8,
-                        "total_ms": 19.6,
-                        "batch_size": 1,
-                    },
+                    "model": EXAMPLE_MODEL,
+                    "image": EXAMPLE_IMAGE,
+                    "timings": EXAMPLE_TIMINGS,
                     "warning": None,
                 }
             ]
@@ -121,14 +121,8 @@ class BatchResponse(BaseModel):
                             "filename": "cat.jpg",
                             "ok": True,
                             "predictions": [{"index": 281, "label": "tabby", "score": 0.62}],
-                            "image": {"width": 640, "height": 480, "format": "JPEG"},
-                            "timings": {
-                                "decode_ms": 4.1,
-                                "queue_ms": 0.3,
-                                "inference_ms": 14.8,
-                                "total_ms": 19.6,
-                                "batch_size": 2,
-                            },
+                            "image": EXAMPLE_IMAGE,
+                            "timings": {**EXAMPLE_TIMINGS, "batch_size": 2},
                         },
                         {
                             "index": 1,
@@ -143,7 +137,7 @@ class BatchResponse(BaseModel):
                             },
                         },
                     ],
-                    "model": {"name": "resnet18", "weights": "IMAGENET1K_V1", "untrained": False},
+                    "model": EXAMPLE_MODEL,
                     "total_ms": 21.7,
                 }
             ]
@@ -165,15 +159,9 @@ class EmbedResponse(BaseModel):
                     "embedding": [0.0132, 0.0871, 0.0, 0.0415],
                     "dim": 512,
                     "normalized": True,
-                    "model": {"name": "resnet18", "weights": "IMAGENET1K_V1", "untrained": False},
-                    "image": {"width": 640, "height": 480, "format": "JPEG"},
-                    "timings": {
-                        "decode_ms": 4.1,
-                        "queue_ms": 0.3,
-                        "inference_ms": 14.8,
-                        "total_ms": 19.6,
-                        "batch_size": 1,
-                    },
+                    "model": EXAMPLE_MODEL,
+                    "image": EXAMPLE_IMAGE,
+                    "timings": EXAMPLE_TIMINGS,
                 }
             ]
         }
