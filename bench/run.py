@@ -1,6 +1,6 @@
 """The benchmark: in-process ceilings, then resnet-api per backend and a Flask baseline over loopback HTTP.
 
-    scripts/bench.sh                 # the full run, about 3-4 minutes; writes bench/results/
+    scripts/bench.sh                 # the full run, about 6 minutes; writes bench/results/
     scripts/bench.sh --quick         # a smoke run, under a minute
     scripts/bench.sh --backends torch,int8 --duration 5
 
@@ -225,6 +225,9 @@ async def measure(
     return cells
 
 
+SETTLE_S = 4.0
+
+
 def run_server(
     server: str, cmd: list[str], env: dict[str, str], port: int, images: dict[str, bytes], args: argparse.Namespace
 ) -> tuple[list[Cell], dict[str, Any]]:
@@ -238,13 +241,16 @@ def run_server(
         startup_s = time.perf_counter() - started
         rss_ready = proc_status(proc.pid, "VmRSS")
         cells = asyncio.run(measure(server, port, proc.pid, images, args.concurrency, args.duration, args.warmup))
-        time.sleep(1.0)  # let the last requests drain
+        # Let the last requests drain and the server's one-off memory release (RESNET_API_IDLE_RELEASE_S
+        # after its last image) pass: idle CPU is the steady state that follows.
+        time.sleep(1.0 if args.quick else SETTLE_S)
         cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
         time.sleep(args.idle)
         idle_cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
         extra = {
             "startup_s": round(startup_s, 1),
             "rss_ready_mb": round(rss_ready / 2**20, 1),
+            "rss_idle_mb": round(proc_status(proc.pid, "VmRSS") / 2**20, 1),
             "idle_cpu_percent": round(idle_cpu, 2),
             "torch_loaded": torch_loaded(proc.pid),
         }
@@ -273,17 +279,22 @@ def torch_loaded(pid: int) -> bool:
 # -- report ---------------------------------------------------------------------------------------
 
 
+def cpu_features(cpuinfo: str) -> str:
+    """The instruction sets that decide fp32, bf16 and int8 speed here (the same CPU model name can differ)."""
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"]
+    return " ".join(flag for flag in wanted if flag in flags) or "no AVX2"
+
+
 def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
         platform.processor(),
     )
     return {
         "cpu": cpu,
+        "cpu_features": cpu_features(cpuinfo),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -294,7 +305,8 @@ def machine() -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cpus_usable']} usable CPUs, Python {m['python']}, {m['date']}; "
+        f"Machine: {m['cpu']} ({m.get('cpu_features', '?')}), {m['cpus_usable']} usable CPUs, "
+        f"Python {m['python']}, {m['date']}; "
         f"load average at start {m['load_average_at_start']} (other processes were running).",
         f"Command: `{report['command']}`",
         "",
@@ -320,10 +332,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {cell['server']} | {cell['image']} | {cell['concurrency']} | {cell['throughput']:.1f} | {cell['p50_ms']:.1f} "
             f"| {cell['p95_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['errors']} | {cell['peak_rss_mb']:.0f} |"
         )
-    lines += ["", "| server | start-up s | RSS when ready MB | idle CPU % | torch loaded |", "|---|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "| server | start-up s | RSS when ready MB | RSS idle after load MB | idle CPU % | torch loaded |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for server, extra in report["servers"].items():
         lines.append(
-            f"| {server} | {extra['startup_s']} | {extra['rss_ready_mb']:.0f} | {extra['idle_cpu_percent']} | "
+            f"| {server} | {extra['startup_s']} | {extra['rss_ready_mb']:.0f} | {extra.get('rss_idle_mb', 0):.0f} "
+            f"| {extra['idle_cpu_percent']} | "
             f"{'yes' if extra['torch_loaded'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
@@ -364,11 +381,12 @@ def chart(report: dict[str, Any], path: Path) -> None:
             if key == "p99_ms":
                 ax.set_yscale("log")
             ax.tick_params(labelsize=8)
-    axes[0][0].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(servers), 5), fontsize=8, frameon=False)
     fig.suptitle(
         f"resnet-api vs Flask baseline, {report['machine']['cpus_usable']} CPUs (noisy shared machine)", fontsize=10
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the plots, clear of every bar
     fig.savefig(path, dpi=72)
     plt.close(fig)
 
@@ -380,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated resnet-api backends")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
-    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per cell")
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measurement per server")
     parser.add_argument("--no-flask", action="store_true", help="skip the Flask baseline")

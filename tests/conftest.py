@@ -24,7 +24,13 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(weights_file: Path) -> Settings:
-    return Settings(weights=str(weights_file), max_batch_size=8, max_batch_wait_ms=5.0, allow_download=False)
+    return Settings(
+        weights=str(weights_file),
+        max_batch_size=8,
+        max_batch_wait_ms=5.0,
+        allow_download=False,
+        release_memory=False,  # paging out torch's code after every test app's start would only slow the suite
+    )
 
 
 @pytest.fixture

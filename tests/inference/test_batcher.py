@@ -123,3 +123,47 @@ async def test_cancelled_callers_are_skipped() -> None:
     assert (await first).value == 0
     await batcher.stop()
     assert [1] not in fn.calls
+
+
+async def test_idle_housekeeping_runs_once_after_a_quiet_spell_on_the_model_thread() -> None:
+    fn = Recorder()
+    idle_threads: list[str] = []
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        fn,
+        max_batch_size=4,
+        max_wait_s=0.0,
+        max_queue_size=10,
+        thread_name="model-under-test",
+        on_idle=lambda: idle_threads.append(threading.current_thread().name),
+        idle_after_s=0.3,
+    )
+    batcher.start()
+    await asyncio.sleep(0.5)
+    assert idle_threads == []  # nothing has run yet: nothing to tidy
+    for i in range(6):  # busy: items closer together than idle_after_s
+        await batcher.submit(i)
+        await asyncio.sleep(0.1)
+    assert idle_threads == []
+    await asyncio.sleep(0.6)
+    assert len(idle_threads) == 1
+    assert idle_threads[0].startswith("model-under-test")
+    await asyncio.sleep(0.5)
+    assert len(idle_threads) == 1  # once per quiet spell, not on a timer
+    assert (await batcher.submit(7)).value == 70
+    await asyncio.sleep(0.6)
+    assert len(idle_threads) == 2
+    await batcher.stop()
+
+
+async def test_failing_idle_housekeeping_does_not_stop_the_batcher() -> None:
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        Recorder(), max_batch_size=4, max_wait_s=0.0, max_queue_size=10, on_idle=broken, idle_after_s=0.05
+    )
+    batcher.start()
+    assert (await batcher.submit(1)).value == 10
+    await asyncio.sleep(0.2)
+    assert (await batcher.submit(2)).value == 20
+    await batcher.stop()

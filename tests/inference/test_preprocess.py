@@ -112,3 +112,20 @@ def test_first_gif_frame_is_used() -> None:
     r, g, _ = decoded.image.getpixel((8, 8))  # type: ignore[misc]
     assert r > 200
     assert g < 50
+
+
+def test_batch_normalisation_equals_the_per_image_transform() -> None:
+    """The queue holds uint8 crops and the model thread normalises a whole batch: same numbers as `to_array`."""
+    from resnet_api.inference.preprocess import model_batch, normalize_batch, to_pixels
+
+    images = [formula_image(w, h) for w, h in [(320, 240), (240, 320), (451, 300)]]
+    pixels = [to_pixels(image) for image in images]
+    assert all(p.shape == (224, 224, 3) and p.dtype == np.uint8 for p in pixels)
+    expected = np.stack([to_array(image) for image in images])
+    batch = normalize_batch(np.stack(pixels))
+    assert batch.shape == (3, 3, 224, 224)
+    assert batch.dtype == np.float32
+    np.testing.assert_array_equal(batch, expected)
+    np.testing.assert_array_equal(model_batch(pixels), expected)
+    mixed = model_batch([pixels[0], expected[1], pixels[2]])  # preprocessed arrays (v2 tensors) share batches
+    np.testing.assert_array_equal(mixed, expected)

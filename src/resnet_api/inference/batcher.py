@@ -6,6 +6,8 @@
    waits only while that says more items are on their way, so a lone request never waits.
 3. The batch runs on a dedicated single thread; every future is resolved, or failed with the batch.
 4. Items whose caller gave up (cancelled: disconnected) or whose deadline passed are dropped before inference.
+5. With `on_idle`, once no item has arrived for `idle_after_s` after a batch, `on_idle` runs on the model
+   thread (once per idle spell): housekeeping that must not slow a busy server.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class MicroBatcher(Generic[In, Out]):
         initializer: Callable[[], None] | None = None,
         thread_name: str = "resnet-model",
         more_coming: Callable[[], int] | None = None,
+        on_idle: Callable[[], object] | None = None,
+        idle_after_s: float = 2.0,
     ) -> None:
         self._run_batch = run_batch
         self._max_batch_size = max_batch_size
@@ -82,6 +86,8 @@ class MicroBatcher(Generic[In, Out]):
         self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue(maxsize=max_queue_size)
         self._on_batch = on_batch
         self._more_coming = more_coming
+        self._on_idle = on_idle
+        self._idle_after_s = idle_after_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name, initializer=initializer)
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -142,8 +148,19 @@ class MicroBatcher(Generic[In, Out]):
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
+        busy_since_idle = False
         while True:
-            batch = [await self._queue.get()]
+            if busy_since_idle and self._on_idle is not None:
+                try:
+                    first = await asyncio.wait_for(self._queue.get(), self._idle_after_s)
+                except TimeoutError:
+                    busy_since_idle = False
+                    await self._idle(loop)
+                    continue
+            else:
+                first = await self._queue.get()
+            busy_since_idle = True
+            batch = [first]
             deadline = time.perf_counter() + self._max_wait_s
             while len(batch) < self._max_batch_size:
                 if not self._queue.empty():
@@ -163,6 +180,13 @@ class MicroBatcher(Generic[In, Out]):
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._on_idle is not None
+        try:
+            await loop.run_in_executor(self._executor, self._on_idle)
+        except Exception:
+            log.exception("idle housekeeping failed")
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[In, Out]]) -> None:
         now = time.perf_counter()

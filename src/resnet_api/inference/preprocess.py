@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,11 +156,34 @@ def resize_and_crop(image: Image.Image) -> Image.Image:
     return resized.crop(center_crop_box(*resized.size))
 
 
+def to_pixels(image: Image.Image) -> np.ndarray:
+    """The 224x224x3 uint8 crop: what waits in the batch queue (a quarter of the normalised array's bytes)."""
+    return np.asarray(resize_and_crop(image), dtype=np.uint8)
+
+
+def normalize_batch(pixels: np.ndarray) -> np.ndarray:
+    """N x 224 x 224 x 3 uint8 -> N x 3 x 224 x 224 float32: x / 255, then (x - mean) / std.
+
+    One buffer for the whole batch, and the result is a transposed view: channels-last in memory, which
+    is the layout the torch backend runs in, so it needs no copy (the ONNX backends make it contiguous).
+    """
+    arr = pixels.astype(np.float32)
+    arr /= np.float32(255.0)
+    arr -= MEAN
+    arr /= STD
+    return arr.transpose(0, 3, 1, 2)
+
+
+def model_batch(items: Sequence[np.ndarray]) -> np.ndarray:
+    """Queue items -> one model input: uint8 HWC crops (decoded uploads) and float32 CHW arrays (sent preprocessed)."""
+    if all(item.dtype == np.uint8 for item in items):
+        return normalize_batch(np.stack(items))
+    return np.stack([normalize_batch(item[None])[0] if item.dtype == np.uint8 else item for item in items])
+
+
 def normalize(crop: Image.Image) -> np.ndarray:
-    """HWC uint8 -> CHW float32 in [0,1], then (x - mean) / std."""
-    arr = np.asarray(crop, dtype=np.float32) / np.float32(255.0)
-    arr = (arr - MEAN) / STD
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    """HWC uint8 -> CHW float32 in [0,1], then (x - mean) / std (the same arithmetic as `normalize_batch`)."""
+    return np.ascontiguousarray(normalize_batch(np.asarray(crop, dtype=np.uint8)[None])[0])
 
 
 def to_array(image: Image.Image) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from resnet_api import __version__
-from resnet_api.inference import preprocess
+from resnet_api.inference import memory, preprocess
 from resnet_api.inference.backends import Backend, open_backend
 from resnet_api.inference.backends.loader import default_weights_file
 from resnet_api.inference.batcher import BatchResult, BatchStats, MicroBatcher
@@ -135,6 +135,8 @@ class InferenceService:
             max_queue_size=settings.max_queue_size,
             on_batch=self._observe_batch,
             more_coming=self._more_coming if settings.adaptive_batch_wait else None,
+            on_idle=memory.release_free_memory if settings.release_memory and settings.idle_release_s > 0 else None,
+            idle_after_s=settings.idle_release_s,
         )
         self.batches_run = 0
         self._admitted = 0
@@ -158,6 +160,7 @@ class InferenceService:
 
     async def start(self) -> None:
         """Load the weights, build and warm the model, then start taking work."""
+        memory.limit_malloc_arenas(self.settings.malloc_arenas)  # before the model and decode threads allocate
         if self.settings.backend == "torch":
             configure_torch_threads(self.settings)
         # The default loader's file can be located without torch, which lets ONNX backends skip torch entirely.
@@ -183,9 +186,12 @@ class InferenceService:
             bar = "!" * 78
             log.warning("\n%s\n!! %s\n%s", bar, UNTRAINED_WARNING, bar)
         if self.settings.warmup:
-            sample = np.zeros((3, preprocess.CROP, preprocess.CROP), dtype=np.float32)
+            sample = np.zeros((preprocess.CROP, preprocess.CROP, 3), dtype=np.uint8)
             for size in sorted({1, self.settings.max_batch_size}):
                 await self._batcher.run_now([sample] * size)
+        if self.settings.release_memory:
+            await asyncio.to_thread(memory.release_free_memory)  # what the weights' loading and warm-up left
+            await asyncio.to_thread(memory.page_out_shared_libraries)  # code that ran at import and start-up only
         self.metrics.model_info.info(
             {
                 "name": MODEL_NAME,
@@ -343,7 +349,7 @@ class InferenceService:
 
     def _decode(self, data: bytes) -> tuple[preprocess.DecodedImage, np.ndarray]:
         decoded = preprocess.decode(data, max_pixels=self.settings.max_image_pixels, draft=self.settings.jpeg_draft)
-        return decoded, preprocess.to_array(decoded.image)
+        return decoded, preprocess.to_pixels(decoded.image)  # normalised per batch, on the model thread
 
     async def _submit(self, array: np.ndarray, deadline: float) -> BatchResult[ModelOutput]:
         try:
@@ -369,7 +375,7 @@ class InferenceService:
     def _forward(self, arrays: Sequence[np.ndarray]) -> list[ModelOutput]:
         """Runs on the model thread only."""
         assert self._backend is not None
-        feats, probs = self._backend.run(np.stack(arrays))
+        feats, probs = self._backend.run(preprocess.model_batch(arrays))
         return [ModelOutput(feats[i].copy(), probs[i].copy()) for i in range(len(arrays))]
 
     def _observe_batch(self, stats: BatchStats) -> None:

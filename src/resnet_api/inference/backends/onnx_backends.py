@@ -27,7 +27,9 @@ class OnnxRuntimeBackend:
         self.precision = precision
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        features, probabilities = self._session.run(["features", "probabilities"], {"input": batch})
+        features, probabilities = self._session.run(
+            ["features", "probabilities"], {"input": np.ascontiguousarray(batch)}
+        )
         return np.asarray(features), np.asarray(probabilities)
 
 
@@ -50,5 +52,5 @@ class OpenVinoBackend:
         self.precision = "bf16" if "bf" in actual else "fp32"  # "<Type: 'bfloat16'>"
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = self._request.infer({0: batch})
+        result = self._request.infer({0: np.ascontiguousarray(batch)})
         return np.array(result[0]), np.array(result[1])
