@@ -31,15 +31,38 @@ def multipart_request(path: str, host: str, filename: str, content: bytes) -> by
     return head + body
 
 
+BURST_S = 0.010
+"""Completions closer than this to the window's first one belong to the same batch (one burst of responses)."""
+
+
+def completion_rate(done: list[float], window: float) -> float:
+    """Requests per second from completion times, without the quantisation of counting whole batches.
+
+    A batching server answers in bursts (8 responses, then nothing for one forward pass), so "completions in
+    the window / window" moves in steps of one batch per window: 1.3 img/s for batches of 8 in 6 s, 5 % of
+    25 img/s. Measuring from the first burst to the last completion and leaving out the first burst's own
+    requests counts whole periods only. Falls back to the plain count when the window holds too few bursts.
+    """
+    if not done or window <= 0:
+        return 0.0
+    ordered = sorted(done)
+    span = ordered[-1] - ordered[0]
+    first_burst = sum(1 for t in ordered if t - ordered[0] <= BURST_S)
+    if span < window / 2 or first_burst == len(ordered):
+        return len(ordered) / window
+    return (len(ordered) - first_burst) / span
+
+
 @dataclass
 class LoadResult:
     latencies: list[float] = field(default_factory=list)
+    completed_at: list[float] = field(default_factory=list)
     errors: int = 0
     elapsed: float = 0.0
 
     @property
     def throughput(self) -> float:
-        return len(self.latencies) / self.elapsed if self.elapsed > 0 else 0.0
+        return completion_rate(self.completed_at, self.elapsed)
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
@@ -93,6 +116,7 @@ async def run_load(
             if done >= measure_from and done <= end:
                 if status == 200:
                     result.latencies.append(done - sent)
+                    result.completed_at.append(done)
                 else:
                     result.errors += 1
             if not keep:

@@ -138,7 +138,7 @@ def test_api_service_hardening_health_and_limits(
     assert seconds(svc["healthcheck"]["start_period"]) >= 30, "the model loads before /livez answers"
     limits = svc["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) >= 1
-    assert memory_bytes(limits["memory"]) >= 1024**3, "about 575 MiB peak was measured; keep headroom"
+    assert memory_bytes(limits["memory"]) >= 1024**3, "about 350 MiB peak at 32 clients, plus large decodes"
     assert svc["deploy"]["resources"]["reservations"]["memory"] == limits["memory"]
     # Stopping: uvicorn's graceful shutdown must fit in the grace period before Docker's SIGKILL.
     assert seconds(svc["stop_grace_period"]) > serve_call["timeout_graceful_shutdown"]

@@ -29,10 +29,13 @@ def test_quick_bench_writes_table_and_chart(tmp_path: Path) -> None:
     assert servers == {"resnet-api/onnxruntime", "flask"}
     assert all(c["throughput"] > 0 and c["errors"] == 0 for c in report["cells"]), report["cells"]
     assert report["servers"]["resnet-api/onnxruntime"]["torch_loaded"] is False
+    assert 0 < report["servers"]["resnet-api/onnxruntime"]["rss_idle_mb"] < 2000
+    assert report["machine"]["cpu_features"]  # the same CPU model name can mean AVX2 or AVX-512 + VNNI
     assert report["ceilings"][0]["images"]["451x300"]["ceiling"] > 0
     table = (tmp_path / "results.md").read_text()
     assert "| resnet-api/onnxruntime | 451x300 | 8 |" in table
     assert "| flask | 3000x2000 | 1 |" in table
+    assert "RSS idle after load MB" in table
     chart = (tmp_path / "chart.png").read_bytes()
     assert chart.startswith(b"\x89PNG")
     assert len(chart) < 200_000
