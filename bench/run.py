@@ -385,7 +385,9 @@ def chart(report: dict[str, Any], path: Path) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(servers), 5), fontsize=8, frameon=False)
     fig.suptitle(
-        f"resnet-api vs Flask baseline, {report['machine']['cpus_usable']} CPUs (noisy shared machine)", fontsize=10
+        f"resnet-api vs Flask baseline, {report['machine']['cpus_usable']} CPUs "
+        f"({report['machine'].get('cpu_features', '?')}; noisy shared machine)",
+        fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the plots, clear of every bar
     fig.savefig(path, dpi=72)
