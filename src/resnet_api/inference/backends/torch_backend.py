@@ -18,51 +18,24 @@ from resnet_api.inference.model import BasicBlock, LoadedWeights, ResNet18, buil
 
 
 class FeaturesAndProbabilities(nn.Module):
-    """ResNet-18 with two outputs: pooled features and softmax probabilities (also the ONNX export's graph)."""
+    """ResNet-18 with two outputs: pooled features and softmax probabilities (also the ONNX export's graph).
 
-    def __init__(self, model: ResNet18) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        features = self.model.features(x)
-        return features, torch.softmax(self.model.fc(features), dim=1)
-
-
-class LeanFeaturesAndProbabilities(nn.Module):
-    """The same two outputs computed with less peak memory, for serving (same operations, same numbers).
-
-    1. The stem (7x7 conv, ReLU, max pool) runs `stem_chunk` images at a time: its output before pooling
-       is the largest activation (3.2 MB per image), and at batch 8 one 26 MB buffer per batch is what
-       glibc keeps and fragments most.
-    2. Residual additions happen in place (torchvision does the same): one buffer fewer per block.
+    Serving passes `stem_chunk` (see `ResNet18.features`) for a smaller memory peak; the export leaves it
+    unset, so its graph has no batch-size-dependent split.
     """
 
-    def __init__(self, model: ResNet18, *, stem_chunk: int = 2) -> None:
+    def __init__(self, model: ResNet18, *, stem_chunk: int | None = None) -> None:
         super().__init__()
         self.model = model
         self.stem_chunk = stem_chunk
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        m = self.model
-        parts = [m.maxpool(m.relu(m.bn1(m.conv1(part)))) for part in torch.split(x, self.stem_chunk)]
-        y = parts[0] if len(parts) == 1 else torch.cat(parts).contiguous(memory_format=torch.channels_last)
-        del parts
-        for layer in (m.layer1, m.layer2, m.layer3, m.layer4):
-            for block in layer:
-                assert isinstance(block, BasicBlock)
-                y = _block_inplace(block, y)
-        features = torch.flatten(m.avgpool(y), 1)
-        return features, torch.softmax(m.fc(features), dim=1)
+        features = self.model.features(x, self.stem_chunk)
+        return features, torch.softmax(self.model.fc(features), dim=1)
 
 
-def _block_inplace(block: BasicBlock, x: Tensor) -> Tensor:
-    identity = x if block.downsample is None else block.downsample(x)
-    out = block.relu(block.bn1(block.conv1(x)))
-    out = block.bn2(block.conv2(out))
-    out += identity
-    result: Tensor = block.relu(out)
-    return result
+SERVING_STEM_CHUNK = 2
+"""Stem images at a time when serving: at batch 8, 2 vs 8 measured 25.6 / 25.5 vs 24.0 / 24.0 img/s, about 20 MB less."""
 
 
 class TorchBackend:
@@ -74,7 +47,7 @@ class TorchBackend:
         model = build_model(weights)
         if fold_bn:
             fold_batch_norm(model)
-        self._module = LeanFeaturesAndProbabilities(model).eval()
+        self._module = FeaturesAndProbabilities(model, stem_chunk=SERVING_STEM_CHUNK).eval()
         self._module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
