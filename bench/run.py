@@ -306,7 +306,7 @@ def machine() -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
-        f"Machine: {m['cpu']} ({m.get('cpu_features', '?')}), {m['cpus_usable']} usable CPUs, "
+        f"Machine: {m['cpu']} ({m['cpu_features']}), {m['cpus_usable']} usable CPUs, "
         f"Python {m['python']}, {m['date']}; "
         f"load average at start {m['load_average_at_start']} (other processes were running).",
         f"Command: `{report['command']}`",
@@ -340,7 +340,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for server, extra in report["servers"].items():
         lines.append(
-            f"| {server} | {extra['startup_s']} | {extra['rss_ready_mb']:.0f} | {extra.get('rss_idle_mb', 0):.0f} "
+            f"| {server} | {extra['startup_s']} | {extra['rss_ready_mb']:.0f} | {extra['rss_idle_mb']:.0f} "
             f"| {extra['idle_cpu_percent']} | "
             f"{'yes' if extra['torch_loaded'] else 'no'} |"
         )
@@ -386,7 +386,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=min(len(servers), 5), fontsize=8, frameon=False)
     fig.suptitle(
         f"resnet-api vs Flask baseline, {report['machine']['cpus_usable']} CPUs "
-        f"({report['machine'].get('cpu_features', '?')}; noisy shared machine)",
+        f"({report['machine']['cpu_features']}; noisy shared machine)",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the plots, clear of every bar

@@ -150,15 +150,13 @@ class MicroBatcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         busy_since_idle = False
         while True:
-            if busy_since_idle and self._on_idle is not None:
-                try:
-                    first = await asyncio.wait_for(self._queue.get(), self._idle_after_s)
-                except TimeoutError:
-                    busy_since_idle = False
-                    await self._idle(loop)
-                    continue
-            else:
-                first = await self._queue.get()
+            idle_timeout = self._idle_after_s if busy_since_idle and self._on_idle is not None else None
+            try:
+                first = await asyncio.wait_for(self._queue.get(), idle_timeout)  # None: wait without a timer
+            except TimeoutError:
+                busy_since_idle = False
+                await self._idle(loop)
+                continue
             busy_since_idle = True
             batch = [first]
             deadline = time.perf_counter() + self._max_wait_s

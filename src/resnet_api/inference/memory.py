@@ -2,8 +2,8 @@
 
 Measured on the `torch` backend (README "Performance"): most of the memory above the model itself is
 freed memory that glibc keeps, either in one arena per thread that ever allocated (up to 8 per core) or
-left over from loading the weights and from batch activations. Two glibc calls fix that, through ctypes
-because no maintained library wraps them (psutil and resource do not):
+left over from loading the weights and from batch activations; and library code that ran only at import.
+Three calls give it back, through ctypes because no maintained library wraps them (psutil and resource do not):
 
 1. `mallopt(M_ARENA_MAX, n)`: the decode threads share `n` arenas instead of each keeping its own.
 2. `malloc_trim(0)`: hand free pages of every arena back to the OS; run after start-up and when idle,
@@ -14,7 +14,7 @@ because no maintained library wraps them (psutil and resource do not):
    RSS and against a container's memory limit. The 15-20 MB that inference does use fault back in on
    the first batches. Linux 5.4 and newer; elsewhere a no-op.
 
-Both are no-ops where the C library is not glibc (musl, macOS): the service works the same, only bigger.
+All are no-ops where the C library is not glibc (musl, macOS): the service works the same, only bigger.
 """
 
 from __future__ import annotations
@@ -93,11 +93,11 @@ def page_out_shared_libraries() -> int:
     costs a few page faults; it is meant to run once, after warm-up, not on a hot path.
     """
     libc = _glibc()
+    if libc is None:
+        return 0
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
-        return 0
-    if libc is None:
         return 0
     advised = 0
     for start, end in shared_library_ranges(maps):
