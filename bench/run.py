@@ -79,12 +79,13 @@ def make_weights(work: Path) -> Path:
 # -- phase 1: in-process ceiling ------------------------------------------------------------------
 
 CEILING_CODE = r"""
-import json, sys, time
+import json, sys, threading, time
 import numpy as np
 from pathlib import Path
 from resnet_api.inference import preprocess
 from resnet_api.inference.backends import open_backend
 from resnet_api.inference.backends.loader import default_weights_file
+from resnet_api.inference.service import parallel_batches
 from resnet_api.settings import Settings
 
 args = json.loads(sys.argv[1])
@@ -96,17 +97,32 @@ backend, _ = open_backend(settings, load, weights_file=default_weights_file(sett
 out = {"backend": backend.name, "precision": backend.precision, "images": {}}
 for name, path in args["images"].items():
     data = Path(path).read_bytes()
-    def step(n):
+    def step(n, threads=None):
         # The server's own path: uint8 crops, normalised as one batch.
         pixels = [preprocess.to_pixels(preprocess.decode(data, max_pixels=10**9, draft=settings.jpeg_draft).image) for _ in range(n)]
-        backend.run(preprocess.model_batch(pixels))
+        backend.run(preprocess.model_batch(pixels), threads)
+    def rate(n, parallel):
+        # `parallel` threads of work side by side, the model threads split between them, as the server does
+        threads = settings.torch_threads // parallel
+        counts = [0] * parallel
+        def work(i):
+            step(n, threads); step(n, threads)  # warm-up
+            barrier.wait()
+            started = time.perf_counter()
+            while time.perf_counter() - started < args["seconds"] or counts[i] == 0:
+                step(n, threads); counts[i] += n
+            ends[i] = time.perf_counter()
+        barrier, ends = threading.Barrier(parallel + 1), [0.0] * parallel
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(parallel)]
+        for w in workers: w.start()
+        barrier.wait(); started = time.perf_counter()
+        for w in workers: w.join()
+        return sum(counts) / (max(ends) - started)
+    layouts = sorted({1, parallel_batches(settings)})
     rates = {}
     for n in args["batch_sizes"]:
-        step(n); step(n)  # warm-up
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < args["seconds"] or done == 0:
-            step(n); done += n
-        rates[n] = done / (time.perf_counter() - started)
+        for parallel in layouts:
+            rates[str(n) if parallel == 1 else f"{n}, {parallel} at once"] = rate(n, parallel)
     single = []
     for _ in range(args["single_runs"]):
         t = time.perf_counter(); step(1); single.append(time.perf_counter() - t)
@@ -311,7 +327,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"load average at start {m['load_average_at_start']} (other processes were running).",
         f"Command: `{report['command']}`",
         "",
-        "**In-process ceiling** (decode + preprocess + forward, one thread of work, best batch size):",
+        "**In-process ceiling** (decode + preprocess + forward, best batch size; for `torch` also as several batches at once, as the server runs them):",
         "",
         "| backend | precision | image | ceiling img/s | best batch | single image ms |",
         "|---|---|---|---:|---:|---:|",

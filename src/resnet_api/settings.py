@@ -80,13 +80,16 @@ class Settings(BaseSettings):
     """torch intra-op threads; default is the CPUs this process may use (affinity and cgroup quota)."""
 
     torch_interop_threads: int = Field(default=1, ge=1, le=64)
-    """torch inter-op threads (one model runs at a time, so 1 is enough)."""
+    """torch inter-op threads (each batch is one chain of operators, so 1 is enough)."""
+
+    parallel_batches: int = Field(default=0, ge=0, le=64)
+    """`torch` backend: batches run at once, each on its own model thread with TORCH_THREADS split between them (0 = auto: 2 when TORCH_THREADS >= 2); a lone batch still gets every thread."""
 
     decode_workers: int = Field(default_factory=available_cpus, ge=1, le=256)
     """Threads decoding and preprocessing images, off the event loop."""
 
     max_batch_size: int = Field(default=8, ge=1, le=256)
-    """Most images run through the model in one forward pass (8: as fast as 16 here, half the activation memory)."""
+    """Most images in the model at once: one batch, or split between PARALLEL_BATCHES (torch: 2 batches of 4), at least 1 each."""
 
     max_batch_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
     """Longest a batch waits for more images once it has one (0 = never wait)."""

@@ -199,6 +199,9 @@ async def test_labels_and_model(client: httpx.AsyncClient, settings: Settings) -
     assert model["weights"] == "resnet18-test.pth"
     assert len(model["weights_sha256"]) == 64
     assert model["batching"]["max_batch_size"] == settings.max_batch_size
+    parallel = min(2, settings.torch_threads)  # torch: two batches side by side when there are two threads to split
+    assert model["batching"]["parallel_batches"] == parallel
+    assert model["batching"]["images_per_batch"] == settings.max_batch_size // parallel
     assert model["threads"]["torch_intra_op"] == settings.torch_threads
     assert model["untrained"] is False
     assert model["warning"] is None

@@ -15,15 +15,17 @@ from resnet_api.inference.errors import NotReady, Overloaded
 class Recorder:
     def __init__(self, delay: float = 0.0) -> None:
         self.calls: list[list[int]] = []
+        self.threads: list[int] = []
         self.delay = delay
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, items: Sequence[int]) -> list[int]:
+    def __call__(self, items: Sequence[int], threads: int) -> list[int]:
         self.gate.wait(5)
         if self.delay:
             threading.Event().wait(self.delay)
         self.calls.append(list(items))
+        self.threads.append(threads)
         return [i * 10 for i in items]
 
 
@@ -74,7 +76,7 @@ async def test_full_queue_raises_overloaded_at_once() -> None:
 async def test_a_failing_batch_fails_every_caller_and_the_batcher_keeps_serving() -> None:
     calls = 0
 
-    def flaky(items: Sequence[int]) -> list[int]:
+    def flaky(items: Sequence[int], threads: int) -> list[int]:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -90,7 +92,9 @@ async def test_a_failing_batch_fails_every_caller_and_the_batcher_keeps_serving(
 
 
 async def test_wrong_output_count_is_an_error_not_a_mixup() -> None:
-    batcher: MicroBatcher[int, int] = MicroBatcher(lambda xs: [1], max_batch_size=4, max_wait_s=0.05, max_queue_size=10)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        lambda xs, _: [1], max_batch_size=4, max_wait_s=0.05, max_queue_size=10
+    )
     batcher.start()
     results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
     await batcher.stop()
@@ -166,4 +170,93 @@ async def test_failing_idle_housekeeping_does_not_stop_the_batcher() -> None:
     assert (await batcher.submit(1)).value == 10
     await asyncio.sleep(0.2)
     assert (await batcher.submit(2)).value == 20
+    await batcher.stop()
+
+
+class InFlight:
+    """A model that records how many threads the batches running at the same moment were given."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.running = 0  # threads handed to the batches running now
+        self.most_running = 0
+        self.most_batches = 0
+        self.batches_now = 0
+        self.calls: list[tuple[int, int, str]] = []  # (batch size, threads, model thread)
+
+    def __call__(self, items: Sequence[int], threads: int) -> list[int]:
+        with self.lock:
+            self.running += threads
+            self.batches_now += 1
+            self.most_running = max(self.most_running, self.running)
+            self.most_batches = max(self.most_batches, self.batches_now)
+            self.calls.append((len(items), threads, threading.current_thread().name))
+        threading.Event().wait(self.delay)
+        with self.lock:
+            self.running -= threads
+            self.batches_now -= 1
+        return [i * 10 for i in items]
+
+
+async def test_parallel_batches_split_the_threads_under_load() -> None:
+    model = InFlight(delay=0.05)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        model, max_batch_size=4, max_wait_s=0.0, max_queue_size=100, threads=2, parallel=2, thread_name="m"
+    )
+    batcher.start()
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(40)))
+    await batcher.stop()
+    assert [r.value for r in results] == [i * 10 for i in range(40)]
+    assert model.most_batches == 2  # two batches really ran side by side
+    assert model.most_running <= 2  # never more threads than the budget
+    assert len({name for _, _, name in model.calls}) == 2  # on two model threads
+    assert [threads for _, threads, _ in model.calls].count(1) >= 8  # with a backlog each batch got its share
+
+
+async def test_a_lone_batch_gets_every_thread() -> None:
+    model = InFlight(delay=0.0)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        model, max_batch_size=4, max_wait_s=0.0, max_queue_size=10, threads=4, parallel=2, more_coming=lambda: 0
+    )
+    batcher.start()
+    for i in range(3):  # one at a time: nothing is ever behind the batch
+        assert (await batcher.submit(i)).value == i * 10
+    await batcher.stop()
+    assert [threads for _, threads, _ in model.calls] == [4, 4, 4]
+
+
+async def test_one_model_thread_always_gets_every_thread() -> None:
+    model = InFlight(delay=0.01)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        model, max_batch_size=2, max_wait_s=0.0, max_queue_size=100, threads=3, parallel=1
+    )
+    batcher.start()
+    await asyncio.gather(*(batcher.submit(i) for i in range(12)))
+    await batcher.stop()
+    assert model.most_batches == 1
+    assert {threads for _, threads, _ in model.calls} == {3}
+
+
+async def test_parallel_is_capped_by_the_threads() -> None:
+    model = InFlight(delay=0.05)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        model, max_batch_size=1, max_wait_s=0.0, max_queue_size=100, threads=2, parallel=8
+    )
+    batcher.start()
+    await asyncio.gather(*(batcher.submit(i) for i in range(12)))
+    await batcher.stop()
+    assert model.most_batches == 2
+    assert model.most_running <= 2
+
+
+async def test_warm_up_runs_every_thread_count_batches_will_get() -> None:
+    model = InFlight(delay=0.0)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        model, max_batch_size=4, max_wait_s=0.0, max_queue_size=10, threads=2, parallel=2
+    )
+    await batcher.warm_up([1, 2])
+    assert sorted(threads for _, threads, _ in model.calls) == [1, 2]
+    assert len({name for _, _, name in model.calls}) == 2
+    batcher.start()
     await batcher.stop()

@@ -11,7 +11,7 @@ import pytest
 
 from imagegen import photo_like
 from resnet_api.inference.errors import NotReady
-from resnet_api.inference.service import InferenceService
+from resnet_api.inference.service import InferenceService, parallel_batches
 from resnet_api.settings import Settings
 
 
@@ -80,3 +80,20 @@ def test_inference_package_does_not_import_fastapi() -> None:
         "bad = [m for m in ('fastapi', 'starlette') if m in sys.modules]; print(bad); raise SystemExit(bool(bad))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("backend", "threads", "asked", "expected"),
+    [
+        ("torch", 2, 0, 2),  # auto: two batches side by side, one thread each under load
+        ("torch", 1, 0, 1),  # one core: nothing to split
+        ("torch", 8, 0, 2),
+        ("torch", 8, 4, 4),
+        ("torch", 2, 4, 2),  # never more batches than threads
+        ("onnxruntime", 2, 0, 1),  # pools sized at load time: one batch at a time
+        ("int8", 4, 2, 1),
+    ],
+)
+def test_parallel_batches(backend: str, threads: int, asked: int, expected: int) -> None:
+    settings = Settings(weights="random", backend=backend, torch_threads=threads, parallel_batches=asked)
+    assert parallel_batches(settings) == expected

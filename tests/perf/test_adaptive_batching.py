@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from resnet_api.inference.batcher import MicroBatcher
 
 
-def doubled(items: Sequence[int]) -> list[int]:
+def doubled(items: Sequence[int], threads: int) -> list[int]:
     return [2 * i for i in items]
 
 

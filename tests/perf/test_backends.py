@@ -185,3 +185,19 @@ def test_lean_serving_forward_equals_the_plain_module(weights_file: Path, images
     np.testing.assert_allclose(lean_features.numpy(), plain_features.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(lean_probs.numpy(), plain_probs.numpy(), atol=1e-7, rtol=0)
     assert float(plain_features.abs().max()) > 0.01  # non-trivial features, so agreement means something
+
+
+def test_torch_runs_side_by_side_on_any_thread_count_give_the_same_answers(
+    weights_file: Path, images: np.ndarray
+) -> None:
+    """What `parallel_batches` relies on: concurrent forwards on two model threads, 1 or 2 threads each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = TorchBackend(load_state_dict_file(weights_file), threads=2)
+    ref_features, ref_probs = backend.run(images, 2)
+    halves = [images[:8], images[8:]]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            outputs = list(pool.map(lambda batch: backend.run(batch, 1), halves))
+            np.testing.assert_allclose(np.concatenate([f for f, _ in outputs]), ref_features, atol=1e-4)
+            np.testing.assert_allclose(np.concatenate([p for _, p in outputs]), ref_probs, atol=1e-6)

@@ -28,7 +28,7 @@ class BlockingModel:
         self.release = threading.Event()
         self.batches: list[list[str]] = []
 
-    def __call__(self, items: Sequence[str]) -> list[str]:
+    def __call__(self, items: Sequence[str], threads: int) -> list[str]:
         self.batches.append(list(items))
         self.release.wait(10)
         return [item.upper() for item in items]

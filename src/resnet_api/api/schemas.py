@@ -192,7 +192,9 @@ class ThreadsInfo(BaseModel):
 
 
 class BatchingInfo(BaseModel):
-    max_batch_size: int
+    max_batch_size: int = Field(description="Most images in the model at once (RESNET_API_MAX_BATCH_SIZE)")
+    parallel_batches: int = Field(description="Batches that run at once, each on its own model thread")
+    images_per_batch: int = Field(description="Most images in one batch: max_batch_size split between the batches")
     max_batch_wait_ms: float
     max_queue_size: int
 
@@ -210,8 +212,14 @@ class ModelInfo(BaseModel):
                     "precision": "fp32",
                     "num_classes": 1000,
                     "embedding_dim": 512,
-                    "threads": {"torch_intra_op": 4, "torch_inter_op": 1, "decode_workers": 4},
-                    "batching": {"max_batch_size": 16, "max_batch_wait_ms": 2.0, "max_queue_size": 128},
+                    "threads": {"torch_intra_op": 2, "torch_inter_op": 1, "decode_workers": 2},
+                    "batching": {
+                        "max_batch_size": 8,
+                        "parallel_batches": 2,
+                        "images_per_batch": 4,
+                        "max_batch_wait_ms": 2.0,
+                        "max_queue_size": 128,
+                    },
                     "version": "0.1.0",
                 }
             ]

@@ -1,10 +1,15 @@
-"""A generic dynamic micro-batcher: bounded queue of (item, future), a monotonic deadline, one model thread.
+"""A generic dynamic micro-batcher: bounded queue of (item, future), a monotonic deadline, model threads.
 
 1. `submit` puts an item and a future on a bounded queue (full -> `Overloaded`, at once).
 2. The collector waits for the first item without polling, then takes more until `max_batch_size`
    or `max_wait_s` after the first one, whichever comes first. With `more_coming` (adaptive wait) it
    waits only while that says more items are on their way, so a lone request never waits.
-3. The batch runs on a dedicated single thread; every future is resolved, or failed with the batch.
+3. The batch runs on a model thread; every future is resolved, or failed with the batch. With `parallel` > 1
+   several batches run at once, each on its own model thread, and the `threads` (intra-op threads, the
+   cores the model may use) are split between them: `threads // parallel` each while others are queued,
+   and a batch with nothing behind it takes every idle thread (a lone request is as fast as with one
+   model thread). The threads handed out never add up to more than `threads`, so batches do not
+   oversubscribe the cores.
 4. Items whose caller gave up (cancelled: disconnected) or whose deadline passed are dropped before inference.
 5. With `on_idle`, once no item has arrived for `idle_after_s` after a batch, `on_idle` runs on the model
    thread (once per idle spell): housekeeping that must not slow a busy server.
@@ -68,11 +73,13 @@ def _expire(pending: _Pending[In, Out], timeout_s: float) -> None:
 class MicroBatcher(Generic[In, Out]):
     def __init__(
         self,
-        run_batch: Callable[[Sequence[In]], Sequence[Out]],
+        run_batch: Callable[[Sequence[In], int], Sequence[Out]],
         *,
         max_batch_size: int,
         max_wait_s: float,
         max_queue_size: int,
+        threads: int = 1,
+        parallel: int = 1,
         on_batch: Callable[[BatchStats], None] | None = None,
         initializer: Callable[[], None] | None = None,
         thread_name: str = "resnet-model",
@@ -88,7 +95,17 @@ class MicroBatcher(Generic[In, Out]):
         self._more_coming = more_coming
         self._on_idle = on_idle
         self._idle_after_s = idle_after_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name, initializer=initializer)
+        self._threads = threads
+        parallel = max(1, min(parallel, threads))
+        self._share = threads // parallel  # threads of a batch run beside others
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{thread_name}-{i}", initializer=initializer)
+            for i in range(parallel)
+        ]
+        self._idle_executors = list(self._executors)
+        self._free_threads = threads
+        self._capacity = asyncio.Condition()  # guards the two above; only touched on the event loop
+        self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
 
@@ -104,9 +121,11 @@ class MicroBatcher(Generic[In, Out]):
         self._accepting = True
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="micro-batcher")
 
-    async def run_now(self, items: Sequence[In]) -> Sequence[Out]:
-        """Run a batch on the model thread, bypassing the queue (warm-up)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, items)
+    async def warm_up(self, items: Sequence[In]) -> None:
+        """Run `items` at every thread count batches will get (alone, and beside others), bypassing the queue."""
+        loop = asyncio.get_running_loop()
+        for i, threads in enumerate(sorted({self._threads, self._share}, reverse=True)):
+            await loop.run_in_executor(self._executors[i % len(self._executors)], self._run_batch, items, threads)
 
     async def submit(self, item: In, *, timeout_s: float | None = None) -> BatchResult[Out]:
         """Queue `item`; if it has not started running within `timeout_s`, drop it and raise `DeadlineExceeded`."""
@@ -144,18 +163,21 @@ class MicroBatcher(Generic[In, Out]):
             if not pending.future.done():
                 pending.future.set_exception(NotReady("the service shut down before this request ran"))
             self._queue.task_done()
-        self._executor.shutdown(wait=True)
+        for executor in self._executors:
+            executor.shutdown(wait=True)
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         busy_since_idle = False
         while True:
+            executor = await self._reserve()
             idle_timeout = self._idle_after_s if busy_since_idle and self._on_idle is not None else None
             try:
                 first = await asyncio.wait_for(self._queue.get(), idle_timeout)  # None: wait without a timer
             except TimeoutError:
                 busy_since_idle = False
-                await self._idle(loop)
+                await self._idle(loop, executor)
+                await self._release(executor, self._share)
                 continue
             busy_since_idle = True
             batch = [first]
@@ -173,20 +195,55 @@ class MicroBatcher(Generic[In, Out]):
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-            try:
-                await self._run(loop, batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            threads = self._share
+            if self._queue.empty() and (self._more_coming is None or self._more_coming() <= 0):
+                threads += self._free_threads  # nothing behind this batch: it may use every idle thread
+                self._free_threads = 0
+            task = loop.create_task(self._run_and_release(loop, batch, executor, threads))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
-    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _reserve(self) -> ThreadPoolExecutor:
+        """Wait for an idle model thread and its share of the threads."""
+        async with self._capacity:
+            await self._capacity.wait_for(lambda: bool(self._idle_executors) and self._free_threads >= self._share)
+            self._free_threads -= self._share
+            return self._idle_executors.pop()  # the most recently used thread: its caches and thread team are warm
+
+    async def _release(self, executor: ThreadPoolExecutor, threads: int) -> None:
+        async with self._capacity:
+            self._free_threads += threads
+            self._idle_executors.append(executor)
+            self._capacity.notify_all()
+
+    async def _run_and_release(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Pending[In, Out]],
+        executor: ThreadPoolExecutor,
+        threads: int,
+    ) -> None:
+        try:
+            await self._run(loop, batch, executor, threads)
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+            await self._release(executor, threads)
+
+    async def _idle(self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
         assert self._on_idle is not None
         try:
-            await loop.run_in_executor(self._executor, self._on_idle)
+            await loop.run_in_executor(executor, self._on_idle)
         except Exception:
             log.exception("idle housekeeping failed")
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[In, Out]]) -> None:
+    async def _run(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Pending[In, Out]],
+        executor: ThreadPoolExecutor,
+        threads: int,
+    ) -> None:
         now = time.perf_counter()
         for p in batch:  # the caller normally notices first; this is the backstop
             if p.deadline is not None and now > p.deadline and not p.future.done():
@@ -200,7 +257,7 @@ class MicroBatcher(Generic[In, Out]):
             p.started = True
         started = time.perf_counter()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in live])
+            outputs = await loop.run_in_executor(executor, self._run_batch, [p.item for p in live], threads)
             if len(outputs) != len(live):
                 raise RuntimeError(f"model returned {len(outputs)} outputs for {len(live)} inputs")
         except Exception as exc:

@@ -8,6 +8,7 @@ from resnet_api.api.deps import ServiceDep
 from resnet_api.api.errors import error_responses
 from resnet_api.api.schemas import BatchingInfo, LabelsResponse, ModelInfo, ThreadsInfo
 from resnet_api.api.views import warning
+from resnet_api.inference.service import batch_size_cap, parallel_batches
 
 router = APIRouter(prefix="/v1", tags=["model"])
 
@@ -34,7 +35,11 @@ async def get_model(service: ServiceDep) -> ModelInfo:
             torch_intra_op=s.torch_threads, torch_inter_op=s.torch_interop_threads, decode_workers=s.decode_workers
         ),
         batching=BatchingInfo(
-            max_batch_size=s.max_batch_size, max_batch_wait_ms=s.max_batch_wait_ms, max_queue_size=s.max_queue_size
+            max_batch_size=s.max_batch_size,
+            parallel_batches=parallel_batches(s),
+            images_per_batch=batch_size_cap(s),
+            max_batch_wait_ms=s.max_batch_wait_ms,
+            max_queue_size=s.max_queue_size,
         ),
         version=d.version,
         warning=warning(service),

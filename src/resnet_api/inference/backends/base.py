@@ -12,7 +12,7 @@ BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
 
 
 class Backend(Protocol):
-    """One loaded model. `run` is called from the single model thread only."""
+    """One loaded model. `run` is called from the model threads only (several at once only for `torch`)."""
 
     @property
     def name(self) -> str: ...
@@ -20,8 +20,12 @@ class Backend(Protocol):
     @property
     def precision(self) -> str: ...
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, 224, 224) float32 -> features (N, 512) and probabilities (N, 1000), float32."""
+    def run(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, 224, 224) float32 -> features (N, 512) and probabilities (N, 1000), float32.
+
+        `threads`: intra-op threads for this call, where the runtime can change them per call (`torch`); the
+        ONNX runtimes size their pools at load time and ignore it (`parallel_batches` runs them one at a time).
+        """
         ...
 
 

@@ -26,7 +26,7 @@ class OnnxRuntimeBackend:
         self.name = name
         self.precision = precision
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         features, probabilities = self._session.run(
             ["features", "probabilities"], {"input": np.ascontiguousarray(batch)}
         )
@@ -51,6 +51,6 @@ class OpenVinoBackend:
         actual = str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
         self.precision = "bf16" if "bf" in actual else "fp32"  # "<Type: 'bfloat16'>"
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         result = self._request.infer({0: np.ascontiguousarray(batch)})
         return np.array(result[0]), np.array(result[1])

@@ -50,9 +50,10 @@ class TorchBackend:
         self._module = FeaturesAndProbabilities(model, stem_chunk=SERVING_STEM_CHUNK).eval()
         self._module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if torch.get_num_threads() != self._threads:  # the setting is per OpenMP thread team
-            torch.set_num_threads(self._threads)
+    def run(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        threads = threads or self._threads
+        if torch.get_num_threads() != threads:  # per calling thread: each model thread leads its own OpenMP team
+            torch.set_num_threads(threads)
         x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             features, probabilities = self._module(x)
