@@ -199,15 +199,26 @@ class InFlight:
         return [i * 10 for i in items]
 
 
-async def test_parallel_batches_split_the_threads_under_load() -> None:
-    model = InFlight(delay=0.05)
+async def serve_backlog(model: InFlight, count: int, *, max_batch_size: int, threads: int, parallel: int) -> None:
+    """Submit `count` items at once and check every caller got its own answer."""
     batcher: MicroBatcher[int, int] = MicroBatcher(
-        model, max_batch_size=4, max_wait_s=0.0, max_queue_size=100, threads=2, parallel=2, thread_name="m"
+        model,
+        max_batch_size=max_batch_size,
+        max_wait_s=0.0,
+        max_queue_size=100,
+        threads=threads,
+        parallel=parallel,
+        thread_name="m",
     )
     batcher.start()
-    results = await asyncio.gather(*(batcher.submit(i) for i in range(40)))
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(count)))
     await batcher.stop()
-    assert [r.value for r in results] == [i * 10 for i in range(40)]
+    assert [r.value for r in results] == [i * 10 for i in range(count)]
+
+
+async def test_parallel_batches_split_the_threads_under_load() -> None:
+    model = InFlight(delay=0.05)
+    await serve_backlog(model, 40, max_batch_size=4, threads=2, parallel=2)
     assert model.most_batches == 2  # two batches really ran side by side
     assert model.most_running <= 2  # never more threads than the budget
     assert len({name for _, _, name in model.calls}) == 2  # on two model threads
@@ -228,24 +239,14 @@ async def test_a_lone_batch_gets_every_thread() -> None:
 
 async def test_one_model_thread_always_gets_every_thread() -> None:
     model = InFlight(delay=0.01)
-    batcher: MicroBatcher[int, int] = MicroBatcher(
-        model, max_batch_size=2, max_wait_s=0.0, max_queue_size=100, threads=3, parallel=1
-    )
-    batcher.start()
-    await asyncio.gather(*(batcher.submit(i) for i in range(12)))
-    await batcher.stop()
+    await serve_backlog(model, 12, max_batch_size=2, threads=3, parallel=1)
     assert model.most_batches == 1
     assert {threads for _, threads, _ in model.calls} == {3}
 
 
 async def test_parallel_is_capped_by_the_threads() -> None:
     model = InFlight(delay=0.05)
-    batcher: MicroBatcher[int, int] = MicroBatcher(
-        model, max_batch_size=1, max_wait_s=0.0, max_queue_size=100, threads=2, parallel=8
-    )
-    batcher.start()
-    await asyncio.gather(*(batcher.submit(i) for i in range(12)))
-    await batcher.stop()
+    await serve_backlog(model, 12, max_batch_size=1, threads=2, parallel=8)
     assert model.most_batches == 2
     assert model.most_running <= 2
 

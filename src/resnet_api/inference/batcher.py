@@ -199,7 +199,7 @@ class MicroBatcher(Generic[In, Out]):
             if self._queue.empty() and (self._more_coming is None or self._more_coming() <= 0):
                 threads += self._free_threads  # nothing behind this batch: it may use every idle thread
                 self._free_threads = 0
-            task = loop.create_task(self._run_and_release(loop, batch, executor, threads))
+            task = loop.create_task(self._run(loop, batch, executor, threads))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -216,20 +216,6 @@ class MicroBatcher(Generic[In, Out]):
             self._idle_executors.append(executor)
             self._capacity.notify_all()
 
-    async def _run_and_release(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[_Pending[In, Out]],
-        executor: ThreadPoolExecutor,
-        threads: int,
-    ) -> None:
-        try:
-            await self._run(loop, batch, executor, threads)
-        finally:
-            for _ in batch:
-                self._queue.task_done()
-            await self._release(executor, threads)
-
     async def _idle(self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
         assert self._on_idle is not None
         try:
@@ -244,32 +230,38 @@ class MicroBatcher(Generic[In, Out]):
         executor: ThreadPoolExecutor,
         threads: int,
     ) -> None:
-        now = time.perf_counter()
-        for p in batch:  # the caller normally notices first; this is the backstop
-            if p.deadline is not None and now > p.deadline and not p.future.done():
-                p.future.set_exception(
-                    DeadlineExceeded("the image waited past its deadline without reaching the model")
-                )
-        live = [p for p in batch if not p.future.done()]  # skip callers that gave up (cancelled) or expired
-        if not live:
-            return
-        for p in live:
-            p.started = True
-        started = time.perf_counter()
+        """Run one batch on `executor` with `threads`, answer its callers, then hand both back."""
         try:
-            outputs = await loop.run_in_executor(executor, self._run_batch, [p.item for p in live], threads)
-            if len(outputs) != len(live):
-                raise RuntimeError(f"model returned {len(outputs)} outputs for {len(live)} inputs")
-        except Exception as exc:
-            log.exception("batch of %d failed", len(live))
+            now = time.perf_counter()
+            for p in batch:  # the caller normally notices first; this is the backstop
+                if p.deadline is not None and now > p.deadline and not p.future.done():
+                    p.future.set_exception(
+                        DeadlineExceeded("the image waited past its deadline without reaching the model")
+                    )
+            live = [p for p in batch if not p.future.done()]  # skip callers that gave up (cancelled) or expired
+            if not live:
+                return
             for p in live:
+                p.started = True
+            started = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(executor, self._run_batch, [p.item for p in live], threads)
+                if len(outputs) != len(live):
+                    raise RuntimeError(f"model returned {len(outputs)} outputs for {len(live)} inputs")
+            except Exception as exc:
+                log.exception("batch of %d failed", len(live))
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                return
+            inference_s = time.perf_counter() - started
+            waits = [started - p.enqueued for p in live]
+            for p, out, wait in zip(live, outputs, waits, strict=True):
                 if not p.future.done():
-                    p.future.set_exception(exc)
-            return
-        inference_s = time.perf_counter() - started
-        waits = [started - p.enqueued for p in live]
-        for p, out, wait in zip(live, outputs, waits, strict=True):
-            if not p.future.done():
-                p.future.set_result(BatchResult(out, wait, inference_s, len(live)))
-        if self._on_batch is not None:
-            self._on_batch(BatchStats(len(live), waits, inference_s))
+                    p.future.set_result(BatchResult(out, wait, inference_s, len(live)))
+            if self._on_batch is not None:
+                self._on_batch(BatchStats(len(live), waits, inference_s))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+            await self._release(executor, threads)
