@@ -448,13 +448,22 @@ def main(argv: list[str] | None = None) -> int:
         "servers": {},
     }
     python = sys.executable
+
+    def serve(server: str, cmd: list[str], env: dict[str, str], port: int) -> None:
+        cells, extra = run_server(server, cmd, env, port, images, args)
+        report["cells"] += [asdict(c) for c in cells]
+        report["servers"][server] = extra
+
+    # Each backend's ceiling, then its server, back to back, and Flask right after `torch`: the ratios compare
+    # numbers taken minutes apart at most, on machines whose speed drifts by 10-30 % over half an hour.
+    flask_after = "torch" if "torch" in args.backends else args.backends[-1]
     with tempfile.TemporaryDirectory(prefix="resnet-bench-") as tmp:
         paths = {}
         for name, data in images.items():
             paths[name] = Path(tmp) / f"{name}.jpg"
             paths[name].write_bytes(data)
-        print("in-process ceilings (this also builds and caches the ONNX and int8 files)", flush=True)
         for backend in args.backends:
+            print(f"{backend}: in-process ceiling (the first run also builds and caches ONNX files)", flush=True)
             result = ceiling(python, backend, weights, paths, args.quick)
             report["ceilings"].append(result)
             for name, r in result["images"].items():
@@ -463,32 +472,24 @@ def main(argv: list[str] | None = None) -> int:
                     f"single {r['single_ms']:.1f} ms",
                     flush=True,
                 )
-
-    print("servers over HTTP", flush=True)
-    servers: list[tuple[str, list[str], dict[str, str]]] = []
-    for backend in args.backends:
-        port = free_port()
-        env = {
-            **os.environ,
-            "RESNET_API_BACKEND": backend,
-            "RESNET_API_WEIGHTS": str(weights),
-            "RESNET_API_PORT": str(port),
-            "RESNET_API_LOG_LEVEL": "warning",
-        }
-        servers.append((f"resnet-api/{backend}", [python, "-m", "resnet_api", "serve"], env | {"_PORT": str(port)}))
-    if not args.no_flask:
-        port = free_port()
-        servers.append(
-            (
-                "flask",
-                [python, str(HERE / "flask_baseline.py"), str(weights), str(port)],
-                {**os.environ, "_PORT": str(port)},
-            )
-        )
-    for server, cmd, env in servers:
-        cells, extra = run_server(server, cmd, env, int(env["_PORT"]), images, args)
-        report["cells"] += [asdict(c) for c in cells]
-        report["servers"][server] = extra
+            port = free_port()
+            env = {
+                **os.environ,
+                "RESNET_API_BACKEND": backend,
+                "RESNET_API_WEIGHTS": str(weights),
+                "RESNET_API_PORT": str(port),
+                "RESNET_API_LOG_LEVEL": "warning",
+            }
+            print(f"{backend}: server over HTTP", flush=True)
+            serve(f"resnet-api/{backend}", [python, "-m", "resnet_api", "serve"], env, port)
+            if backend == flask_after and not args.no_flask:
+                port = free_port()
+                print("flask baseline over HTTP", flush=True)
+                command = [python, str(HERE / "flask_baseline.py"), str(weights), str(port)]
+                serve("flask", command, dict(os.environ), port)
+    order = [f"resnet-api/{b}" for b in args.backends] + ["flask"]  # tables list Flask last, as before
+    report["cells"].sort(key=lambda cell: order.index(cell["server"]))
+    report["servers"] = {name: report["servers"][name] for name in order if name in report["servers"]}
 
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
     (args.out / "results.md").write_text(markdown(report))
