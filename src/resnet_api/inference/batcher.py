@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -104,7 +105,7 @@ class MicroBatcher(Generic[In, Out]):
         ]
         self._idle_executors = list(self._executors)
         self._free_threads = threads
-        self._capacity = asyncio.Condition()  # guards the two above; only touched on the event loop
+        self._capacity = asyncio.Event()  # set when a model thread and threads are handed back (all on the loop)
         self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -177,7 +178,7 @@ class MicroBatcher(Generic[In, Out]):
             except TimeoutError:
                 busy_since_idle = False
                 await self._idle(loop, executor)
-                await self._release(executor, self._share)
+                self._release(executor, self._share)
                 continue
             busy_since_idle = True
             batch = [first]
@@ -201,20 +202,31 @@ class MicroBatcher(Generic[In, Out]):
                 self._free_threads = 0
             task = loop.create_task(self._run(loop, batch, executor, threads))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(functools.partial(self._finished, batch, executor, threads))
 
     async def _reserve(self) -> ThreadPoolExecutor:
-        """Wait for an idle model thread and its share of the threads."""
-        async with self._capacity:
-            await self._capacity.wait_for(lambda: bool(self._idle_executors) and self._free_threads >= self._share)
-            self._free_threads -= self._share
-            return self._idle_executors.pop()  # the most recently used thread: its caches and thread team are warm
+        """Wait for an idle model thread and its share of the threads (the collector is the only waiter)."""
+        while not (self._idle_executors and self._free_threads >= self._share):
+            self._capacity.clear()
+            await self._capacity.wait()
+        self._free_threads -= self._share
+        return self._idle_executors.pop()  # the most recently used thread: its caches and thread team are warm
 
-    async def _release(self, executor: ThreadPoolExecutor, threads: int) -> None:
-        async with self._capacity:
-            self._free_threads += threads
-            self._idle_executors.append(executor)
-            self._capacity.notify_all()
+    def _release(self, executor: ThreadPoolExecutor, threads: int) -> None:
+        self._free_threads += threads
+        self._idle_executors.append(executor)
+        self._capacity.set()
+
+    def _finished(
+        self, batch: list[_Pending[In, Out]], executor: ThreadPoolExecutor, threads: int, task: asyncio.Task[None]
+    ) -> None:
+        """A batch's task ended (however it ended): its items are done and its model thread is free again."""
+        self._running.discard(task)
+        for _ in batch:
+            self._queue.task_done()
+        self._release(executor, threads)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch bookkeeping failed", exc_info=task.exception())
 
     async def _idle(self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
         assert self._on_idle is not None
@@ -230,38 +242,33 @@ class MicroBatcher(Generic[In, Out]):
         executor: ThreadPoolExecutor,
         threads: int,
     ) -> None:
-        """Run one batch on `executor` with `threads`, answer its callers, then hand both back."""
+        """Run one batch on `executor` with `threads` and answer its callers (`_finished` hands both back)."""
+        now = time.perf_counter()
+        for p in batch:  # the caller normally notices first; this is the backstop
+            if p.deadline is not None and now > p.deadline and not p.future.done():
+                p.future.set_exception(
+                    DeadlineExceeded("the image waited past its deadline without reaching the model")
+                )
+        live = [p for p in batch if not p.future.done()]  # skip callers that gave up (cancelled) or expired
+        if not live:
+            return
+        for p in live:
+            p.started = True
+        started = time.perf_counter()
         try:
-            now = time.perf_counter()
-            for p in batch:  # the caller normally notices first; this is the backstop
-                if p.deadline is not None and now > p.deadline and not p.future.done():
-                    p.future.set_exception(
-                        DeadlineExceeded("the image waited past its deadline without reaching the model")
-                    )
-            live = [p for p in batch if not p.future.done()]  # skip callers that gave up (cancelled) or expired
-            if not live:
-                return
+            outputs = await loop.run_in_executor(executor, self._run_batch, [p.item for p in live], threads)
+            if len(outputs) != len(live):
+                raise RuntimeError(f"model returned {len(outputs)} outputs for {len(live)} inputs")
+        except Exception as exc:
+            log.exception("batch of %d failed", len(live))
             for p in live:
-                p.started = True
-            started = time.perf_counter()
-            try:
-                outputs = await loop.run_in_executor(executor, self._run_batch, [p.item for p in live], threads)
-                if len(outputs) != len(live):
-                    raise RuntimeError(f"model returned {len(outputs)} outputs for {len(live)} inputs")
-            except Exception as exc:
-                log.exception("batch of %d failed", len(live))
-                for p in live:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                return
-            inference_s = time.perf_counter() - started
-            waits = [started - p.enqueued for p in live]
-            for p, out, wait in zip(live, outputs, waits, strict=True):
                 if not p.future.done():
-                    p.future.set_result(BatchResult(out, wait, inference_s, len(live)))
-            if self._on_batch is not None:
-                self._on_batch(BatchStats(len(live), waits, inference_s))
-        finally:
-            for _ in batch:
-                self._queue.task_done()
-            await self._release(executor, threads)
+                    p.future.set_exception(exc)
+            return
+        inference_s = time.perf_counter() - started
+        waits = [started - p.enqueued for p in live]
+        for p, out, wait in zip(live, outputs, waits, strict=True):
+            if not p.future.done():
+                p.future.set_result(BatchResult(out, wait, inference_s, len(live)))
+        if self._on_batch is not None:
+            self._on_batch(BatchStats(len(live), waits, inference_s))
