@@ -1,11 +1,16 @@
 """One batch on every thread, or one batch per thread side by side? Forward passes only, in process.
 
-Usage: .venv/bin/python bench/thread_layouts.py [torch|onnxruntime|int8] [SECONDS]   (default torch 5)
+Usage: .venv/bin/python bench/thread_layouts.py [torch|onnxruntime|int8] [SECONDS] [BATCH]   (default torch 5 8)
 
-For each layout it runs batches of 8 (the 451x300 bench photo) for SECONDS and prints img/s, first alone,
+For each layout it runs batches of BATCH (the 451x300 bench photo) for SECONDS and prints img/s, first alone,
 then with one thread decoding that photo every 8 ms beside it (roughly what the server's decode threads add
 at 32 clients). `torch` changes the thread count per call; the ONNX Runtime backends get one session per
-worker, each sized for its layout. Seeded random weights; speed does not depend on their values.
+worker, each sized for its layout. Seeded random weights; speed does not depend on their values. For torch a
+third column repeats the first with another thread's OpenMP team left idle beside it (see below).
+
+Loading and warm-up run on threads that end, as in the server: libgomp keeps an OpenMP worker team for every
+thread that ever led one, and more workers than cores make every team sleep between operators (throttled
+wait), which slows the "1 batch x N threads" layout (at batch 1 on 2 cores, 15.0-15.6 vs 16.9-17.5 img/s).
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from run import make_images, make_weights
 
@@ -24,12 +32,19 @@ from resnet_api.inference.backends.loader import default_weights_file
 from resnet_api.inference.model import load_state_dict_file
 from resnet_api.settings import Settings, available_cpus
 
-BATCH = 8
+T = TypeVar("T")
+
+
+def on_passing_thread(work: Callable[[], T]) -> T:
+    """Run `work` on a thread that ends right after (and takes its OpenMP worker team with it)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(work).result()
 
 
 def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "torch"
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 5.0
+    size = int(sys.argv[3]) if len(sys.argv) > 3 else 8
     cpus = available_cpus()
     weights = make_weights(Path(tempfile.gettempdir()))
     data = make_images()["451x300"]
@@ -37,13 +52,15 @@ def main() -> None:
     def crop() -> object:
         return preprocess.to_pixels(preprocess.decode(data, max_pixels=10**9, draft=True).image)
 
-    batch = preprocess.model_batch([crop()] * BATCH)  # type: ignore[list-item]
+    batch = preprocess.model_batch([crop()] * size)  # type: ignore[list-item]
 
     def backend(threads: int) -> Backend:
         settings = Settings(weights=str(weights), backend=name, torch_threads=threads)  # type: ignore[arg-type]
-        return open_backend(
-            settings, lambda: load_state_dict_file(weights), weights_file=default_weights_file(settings)
-        )[0]
+        return on_passing_thread(
+            lambda: open_backend(
+                settings, lambda: load_state_dict_file(weights), weights_file=default_weights_file(settings)
+            )[0]
+        )
 
     # (label, [(backend, threads per call)]): torch shares one backend; ONNX Runtime needs a session per size.
     shared = backend(cpus)
@@ -59,7 +76,7 @@ def main() -> None:
             model, threads = workers[i]
             while not stop.is_set():
                 model.run(batch, threads)
-                done[i] += BATCH
+                done[i] += size
 
         def decode() -> None:
             while not stop.is_set():
@@ -80,10 +97,16 @@ def main() -> None:
 
     for workers in layouts.values():
         for model, threads in workers:
-            model.run(batch, threads)  # warm-up
-    print(f"{name}, batches of {BATCH}, {cpus} CPUs, {seconds:.0f} s per cell (img/s)")
+            on_passing_thread(lambda model=model, threads=threads: model.run(batch, threads))  # warm-up
+    print(f"{name}, batches of {size}, {cpus} CPUs, {seconds:.0f} s per cell (img/s)")
     for decoding in (False, True):
         cells = [f"{label}: {rate(workers, decoding):5.1f}" for label, workers in layouts.items()]
+        if name == "torch" and cpus > 1:
+            # What the server did before its lone batches got a model thread of their own: another thread's
+            # team waits idle, the workers outnumber the cores, and libgomp throttles every team's spinning.
+            with ThreadPoolExecutor(max_workers=1) as other:
+                other.submit(shared.run, batch, cpus).result()
+                cells.append(f"1 x {cpus}, a 2nd team idle: {rate([(shared, cpus)], decoding):5.1f}")
         print(f"  {'with a decode thread' if decoding else 'forward only        '}  " + "   ".join(cells), flush=True)
 
 

@@ -237,6 +237,21 @@ async def test_a_lone_batch_gets_every_thread() -> None:
     assert [threads for _, threads, _ in model.calls] == [4, 4, 4]
 
 
+async def test_only_batches_given_every_thread_run_on_the_whole_machine_thread() -> None:
+    model = InFlight(delay=0.02)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        model, max_batch_size=2, max_wait_s=0.0, max_queue_size=50, threads=2, parallel=2, thread_name="m"
+    )
+    batcher.start()
+    await asyncio.gather(*(batcher.submit(i) for i in range(16)))  # a backlog: split threads
+    for i in range(3):  # then one at a time: every thread
+        assert (await batcher.submit(i)).value == i * 10
+    await batcher.stop()
+    by_threads = {t: {name.rsplit("_", 1)[0] for _, threads, name in model.calls if threads == t} for t in (1, 2)}
+    assert by_threads == {1: {"m-0", "m-1"}, 2: {"m-all"}}  # only the whole-machine thread leads a team of 2
+    assert model.most_running <= 2
+
+
 async def test_one_model_thread_always_gets_every_thread() -> None:
     model = InFlight(delay=0.01)
     await serve_backlog(model, 12, max_batch_size=2, threads=3, parallel=1)
@@ -258,6 +273,6 @@ async def test_warm_up_runs_every_thread_count_batches_will_get() -> None:
     )
     await batcher.warm_up([1, 2])
     assert sorted(threads for _, threads, _ in model.calls) == [1, 2]
-    assert len({name for _, _, name in model.calls}) == 2
+    assert [name.startswith("resnet-model-all") for _, threads, name in sorted(model.calls)] == [False, True]
     batcher.start()
     await batcher.stop()

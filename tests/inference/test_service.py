@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +98,47 @@ def test_inference_package_does_not_import_fastapi() -> None:
 def test_parallel_batches(backend: str, threads: int, asked: int, expected: int) -> None:
     settings = Settings(weights="random", backend=backend, torch_threads=threads, parallel_batches=asked)
     assert parallel_batches(settings) == expected
+
+
+OPENMP_WORKERS = r"""
+import asyncio, io, os, sys, threading, time
+import numpy as np
+import torch
+torch.set_num_threads(2)  # before counting: this starts a pool thread of torch's own (not OpenMP's)
+from PIL import Image
+from resnet_api.inference.service import InferenceService
+from resnet_api.settings import Settings
+
+def native_threads():  # threads Python did not start: OpenMP's workers, among others
+    return len(os.listdir("/proc/self/task")) - len(threading.enumerate())
+
+async def main():
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(buf, "JPEG")
+    image = buf.getvalue()
+    service = InferenceService(Settings(weights=sys.argv[1], backend="torch", torch_threads=2, parallel_batches=2,
+                                        max_batch_size=4, release_memory=False))
+    before = native_threads()
+    await service.start()
+    for _ in range(2):
+        await service.classify(image)  # alone: every thread
+        await asyncio.gather(*(service.classify(image) for _ in range(12)))  # under load: split
+    deadline = time.monotonic() + 10  # workers of a thread that ended are let go asynchronously
+    while native_threads() - before > 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    print(native_threads() - before)
+    await service.stop()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_only_one_thread_ever_leads_an_openmp_team(weights_file: Path) -> None:
+    # libgomp keeps a worker team for every thread that ever ran torch on several threads, and once the workers
+    # outnumber the cores every team sleeps between operators instead of spinning (about 15 % slower on 2 cores).
+    # Loading on a thread that ends, and running every 2-thread batch on one model thread, keeps it at one worker.
+    result = subprocess.run(
+        [sys.executable, "-c", OPENMP_WORKERS, str(weights_file)], check=True, capture_output=True, text=True
+    )
+    assert result.stdout.split() == ["1"]

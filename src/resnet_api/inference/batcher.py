@@ -9,7 +9,7 @@
    cores the model may use) are split between them: `threads // parallel` each while others are queued,
    and a batch with nothing behind it takes every idle thread (a lone request is as fast as with one
    model thread). The threads handed out never add up to more than `threads`, so batches do not
-   oversubscribe the cores.
+   oversubscribe the cores. A batch given every thread runs on a model thread of its own (see `_whole`).
 4. Items whose caller gave up (cancelled: disconnected) or whose deadline passed are dropped before inference.
 5. With `on_idle`, once no item has arrived for `idle_after_s` after a batch, `on_idle` runs on the model
    thread (once per idle spell): housekeeping that must not slow a busy server.
@@ -103,6 +103,15 @@ class MicroBatcher(Generic[In, Out]):
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{thread_name}-{i}", initializer=initializer)
             for i in range(parallel)
         ]
+        # With split threads, a batch given every thread runs on its own model thread, so only that thread ever
+        # leads a multi-thread OpenMP team. libgomp keeps a team of workers per thread that ever led one, and
+        # once its workers outnumber the cores it makes every team sleep between operators instead of spinning
+        # (throttled wait): a lone 2-thread forward on 2 cores took 72-76 ms that way instead of 62-63.
+        self._whole = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{thread_name}-all", initializer=initializer)
+            if self._share < threads
+            else None
+        )
         self._idle_executors = list(self._executors)
         self._free_threads = threads
         self._capacity = asyncio.Event()  # set when a model thread and threads are handed back (all on the loop)
@@ -125,8 +134,9 @@ class MicroBatcher(Generic[In, Out]):
     async def warm_up(self, items: Sequence[In]) -> None:
         """Run `items` at every thread count batches will get (alone, and beside others), bypassing the queue."""
         loop = asyncio.get_running_loop()
-        for i, threads in enumerate(sorted({self._threads, self._share}, reverse=True)):
-            await loop.run_in_executor(self._executors[i % len(self._executors)], self._run_batch, items, threads)
+        whole = self._whole or self._executors[0]
+        for threads, executor in {self._share: self._executors[0], self._threads: whole}.items():
+            await loop.run_in_executor(executor, self._run_batch, items, threads)
 
     async def submit(self, item: In, *, timeout_s: float | None = None) -> BatchResult[Out]:
         """Queue `item`; if it has not started running within `timeout_s`, drop it and raise `DeadlineExceeded`."""
@@ -166,6 +176,8 @@ class MicroBatcher(Generic[In, Out]):
             self._queue.task_done()
         for executor in self._executors:
             executor.shutdown(wait=True)
+        if self._whole is not None:
+            self._whole.shutdown(wait=True)
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -200,6 +212,9 @@ class MicroBatcher(Generic[In, Out]):
             if self._queue.empty() and (self._more_coming is None or self._more_coming() <= 0):
                 threads += self._free_threads  # nothing behind this batch: it may use every idle thread
                 self._free_threads = 0
+            if threads == self._threads and self._whole is not None:
+                self._idle_executors.append(executor)  # not needed: the batch runs on the whole-machine thread
+                executor = self._whole
             task = loop.create_task(self._run(loop, batch, executor, threads))
             self._running.add(task)
             task.add_done_callback(functools.partial(self._finished, batch, executor, threads))
@@ -214,7 +229,8 @@ class MicroBatcher(Generic[In, Out]):
 
     def _release(self, executor: ThreadPoolExecutor, threads: int) -> None:
         self._free_threads += threads
-        self._idle_executors.append(executor)
+        if executor is not self._whole:
+            self._idle_executors.append(executor)
         self._capacity.set()
 
     def _finished(

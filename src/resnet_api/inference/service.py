@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -172,9 +173,15 @@ class InferenceService:
             )
         # The default loader's file can be located without torch, which lets ONNX backends skip torch entirely.
         weights_file = default_weights_file(self.settings) if self._weights_loader is load_weights else None
-        backend, weights = await asyncio.to_thread(
-            open_backend, self.settings, lambda: self._weights_loader(self.settings), weights_file=weights_file
-        )
+        # On a thread that then ends: libgomp keeps an OpenMP worker team for every thread that ever ran torch on
+        # several threads, and more workers than cores slow every team down (see `MicroBatcher._whole`).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnet-load") as loader:
+            backend, weights = await asyncio.get_running_loop().run_in_executor(
+                loader,
+                functools.partial(
+                    open_backend, self.settings, lambda: self._weights_loader(self.settings), weights_file=weights_file
+                ),
+            )
         self._backend = backend
         self._cache_context = f"{weights.sha256}:{backend.name}:{backend.precision}:draft={self.settings.jpeg_draft}"
         self._description = ModelDescription(
