@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,23 @@ def test_quick_bench_writes_table_and_chart(tmp_path: Path) -> None:
     chart = (tmp_path / "chart.png").read_bytes()
     assert chart.startswith(b"\x89PNG")
     assert len(chart) < 200_000
+
+
+@pytest.mark.slow
+def test_latency_split_accounts_for_the_client_time() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "latency_split.py"), "torch", "451x300", "5"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    parts = re.search(
+        r"client ([\d.]+) = wire and HTTP parser (-?[\d.]+) \+ app (-?[\d.]+) \+ service ([\d.]+)", out.stdout
+    )
+    assert parts is not None, out.stdout
+    client, wire, app, service = map(float, parts.groups())
+    assert abs(client - (wire + app + service)) < 0.25  # the three parts add up (each rounded to 0.1 ms)
+    assert app > 0  # the access log's durations were found and matched to the requests
+    assert service > 0

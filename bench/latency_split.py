@@ -1,0 +1,97 @@
+"""Where one client's time goes: the wire and HTTP parser, the app, and the service, per request.
+
+Usage: .venv/bin/python bench/latency_split.py [BACKEND] [IMAGE] [REQUESTS]   (default torch 451x300 60)
+
+Starts `python -m resnet_api serve` on 127.0.0.1 with seeded random weights and sends REQUESTS uploads of the
+bench photo one after another on one keep-alive connection (after 10 unmeasured ones). For each it takes:
+- the client's time, from the first byte sent to the last byte of the answer;
+- the app's time, from the access log line (`duration_ms`: the outermost middleware, from the parsed request
+  headers to the last byte handed to uvicorn);
+- the service's time, from the response's `timings` (decode, queue, inference).
+The medians: client - app is the wire and uvicorn's HTTP parsing; app - service is routing, multipart parsing,
+dependencies, JSON and the middleware.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from loadgen import multipart_request
+from run import free_port, make_images, make_weights, wait_ready
+
+
+def exchange(conn: socket.socket, reader: BinaryIO, payload: bytes) -> tuple[float, dict[str, str], bytes]:
+    """Send one request, read one response; (milliseconds, headers, body)."""
+    started = time.perf_counter()
+    conn.sendall(payload)
+    reader.readline()  # status line
+    headers = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, value = line.decode("latin-1").split(":", 1)
+        headers[name.strip().lower()] = value.strip()
+    body = reader.read(int(headers["content-length"]))
+    return (time.perf_counter() - started) * 1000, headers, body
+
+
+def main() -> None:
+    backend = sys.argv[1] if len(sys.argv) > 1 else "torch"
+    image = sys.argv[2] if len(sys.argv) > 2 else "451x300"
+    count = int(sys.argv[3]) if len(sys.argv) > 3 else 60
+    work = Path(tempfile.mkdtemp(prefix="latency-split-"))
+    weights, data, port = make_weights(work), make_images()[image], free_port()
+    log_path = work / "server.log"
+    env = {
+        **os.environ,
+        "RESNET_API_BACKEND": backend,
+        "RESNET_API_WEIGHTS": str(weights),
+        "RESNET_API_PORT": str(port),
+        "RESNET_API_LOG_LEVEL": "info",  # the access log carries each request's duration
+    }
+    rows: list[tuple[float, str, dict[str, float]]] = []
+    with log_path.open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "resnet_api", "serve"], env=env, stdout=log, stderr=log)
+        try:
+            wait_ready(port, server, 120)
+            payload = multipart_request("/v1/predict", f"127.0.0.1:{port}", "photo.jpg", data)
+            with socket.create_connection(("127.0.0.1", port)) as conn, conn.makefile("rb") as reader:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for i in range(10 + count):
+                    ms, headers, body = exchange(conn, reader, payload)
+                    if i >= 10:
+                        rows.append((ms, headers["x-request-id"], json.loads(body)["timings"]))
+        finally:
+            server.terminate()
+            server.wait(30)
+    app_ms = {}
+    for line in log_path.read_text().splitlines():
+        if line.startswith("{") and '"duration_ms"' in line:
+            record = json.loads(line)
+            app_ms[record["request_id"]] = record["duration_ms"]
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    client = median([ms for ms, _, _ in rows])
+    app = median([app_ms[rid] for _, rid, _ in rows])
+    service = median([t["total_ms"] for _, _, t in rows])
+    decode = median([t["decode_ms"] for _, _, t in rows])
+    queue = median([t["queue_ms"] for _, _, t in rows])
+    inference = median([t["inference_ms"] for _, _, t in rows])
+    print(
+        f"{backend} {image}, medians of {count} requests (ms): client {client:.1f} = wire and HTTP parser "
+        f"{client - app:.1f} + app {app - service:.1f} + service {service:.1f} "
+        f"(decode {decode:.1f}, queue {queue:.1f}, inference {inference:.1f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
