@@ -175,13 +175,16 @@ class InferenceService:
         weights_file = default_weights_file(self.settings) if self._weights_loader is load_weights else None
         # On a thread that then ends: libgomp keeps an OpenMP worker team for every thread that ever ran torch on
         # several threads, and more workers than cores slow every team down (see `MicroBatcher._whole`).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnet-load") as loader:
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnet-load")
+        try:
             backend, weights = await asyncio.get_running_loop().run_in_executor(
                 loader,
                 functools.partial(
                     open_backend, self.settings, lambda: self._weights_loader(self.settings), weights_file=weights_file
                 ),
             )
+        finally:
+            loader.shutdown(wait=False)  # its thread ends once the load returns; the event loop never waits
         self._backend = backend
         self._cache_context = f"{weights.sha256}:{backend.name}:{backend.precision}:draft={self.settings.jpeg_draft}"
         self._description = ModelDescription(
