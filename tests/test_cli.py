@@ -133,6 +133,9 @@ def test_serve_answers_over_http_and_stops_cleanly(weights_file: Path) -> None:
         assert response.status_code == 200
         assert len(response.json()["predictions"]) == 3
         assert httpx.get(f"{base}/docs", timeout=10).status_code == 200
+        maps = Path(f"/proc/{proc.pid}/maps")
+        if maps.exists():  # the C HTTP parser really serves (with h11 the process never loads httptools)
+            assert "httptools" in maps.read_text()
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=60)

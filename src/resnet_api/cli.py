@@ -44,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         workers=1,
+        http="httptools",  # C parser (a dependency): uvicorn's pure-Python h11 costs 0.5-1.1 ms more per upload
         access_log=False,  # the app writes its own JSON access log line, with the request id
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
