@@ -80,11 +80,10 @@ def make_weights(work: Path) -> Path:
 
 CEILING_CODE = r"""
 import json, sys, threading, time
-from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pathlib import Path
 from resnet_api.inference import preprocess
-from resnet_api.inference.backends import open_backend
+from resnet_api.inference.backends import on_passing_thread, open_backend
 from resnet_api.inference.backends.loader import default_weights_file
 from resnet_api.inference.service import parallel_batches
 from resnet_api.settings import Settings
@@ -94,10 +93,8 @@ settings = Settings(weights=args["weights"], backend=args["backend"])
 def load():
     from resnet_api.inference.model import load_state_dict_file
     return load_state_dict_file(Path(args["weights"]))
-# Loaded on a thread that ends, as the server does: libgomp keeps an OpenMP worker team for every thread that
-# ever led one, and more workers than cores slow every team down (throttled wait).
-with ThreadPoolExecutor(max_workers=1) as loader:
-    backend, _ = loader.submit(open_backend, settings, load, weights_file=default_weights_file(settings)).result()
+# Loaded on a thread that ends, as the server does, so no OpenMP team outlives the load.
+backend, _ = on_passing_thread(lambda: open_backend(settings, load, weights_file=default_weights_file(settings)))
 out = {"backend": backend.name, "precision": backend.precision, "images": {}}
 for name, path in args["images"].items():
     data = Path(path).read_bytes()

@@ -19,26 +19,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 from run import make_images, make_weights
 
 from resnet_api.inference import preprocess
-from resnet_api.inference.backends import Backend, open_backend
+from resnet_api.inference.backends import Backend, on_passing_thread, open_backend
 from resnet_api.inference.backends.loader import default_weights_file
 from resnet_api.inference.model import load_state_dict_file
 from resnet_api.settings import Settings, available_cpus
-
-T = TypeVar("T")
-
-
-def on_passing_thread(work: Callable[[], T]) -> T:
-    """Run `work` on a thread that ends right after (and takes its OpenMP worker team with it)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(work).result()
 
 
 def main() -> None:

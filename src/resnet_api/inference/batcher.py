@@ -104,9 +104,8 @@ class MicroBatcher(Generic[In, Out]):
             for i in range(parallel)
         ]
         # With split threads, a batch given every thread runs on its own model thread, so only that thread ever
-        # leads a multi-thread OpenMP team. libgomp keeps a team of workers per thread that ever led one, and
-        # once its workers outnumber the cores it makes every team sleep between operators instead of spinning
-        # (throttled wait): a lone 2-thread forward on 2 cores took 72-76 ms that way instead of 62-63.
+        # leads a multi-thread OpenMP team: more teams' workers than cores and libgomp throttles every team
+        # (see `resnet_api.inference.backends.on_passing_thread`).
         self._whole = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{thread_name}-all", initializer=initializer)
             if self._share < threads

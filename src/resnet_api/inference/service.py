@@ -16,7 +16,7 @@ import numpy as np
 
 from resnet_api import __version__
 from resnet_api.inference import memory, preprocess
-from resnet_api.inference.backends import Backend, open_backend
+from resnet_api.inference.backends import Backend, on_passing_thread, open_backend
 from resnet_api.inference.backends.loader import default_weights_file
 from resnet_api.inference.batcher import BatchResult, BatchStats, MicroBatcher
 from resnet_api.inference.cache import LruCache, content_key
@@ -173,18 +173,13 @@ class InferenceService:
             )
         # The default loader's file can be located without torch, which lets ONNX backends skip torch entirely.
         weights_file = default_weights_file(self.settings) if self._weights_loader is load_weights else None
-        # On a thread that then ends: libgomp keeps an OpenMP worker team for every thread that ever ran torch on
-        # several threads, and more workers than cores slow every team down (see `MicroBatcher._whole`).
-        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnet-load")
-        try:
-            backend, weights = await asyncio.get_running_loop().run_in_executor(
-                loader,
-                functools.partial(
-                    open_backend, self.settings, lambda: self._weights_loader(self.settings), weights_file=weights_file
-                ),
-            )
-        finally:
-            loader.shutdown(wait=False)  # its thread ends once the load returns; the event loop never waits
+        # On a thread that then ends, so no OpenMP team outlives the load (see `on_passing_thread`).
+        backend, weights = await asyncio.to_thread(
+            on_passing_thread,
+            functools.partial(
+                open_backend, self.settings, lambda: self._weights_loader(self.settings), weights_file=weights_file
+            ),
+        )
         self._backend = backend
         self._cache_context = f"{weights.sha256}:{backend.name}:{backend.precision}:draft={self.settings.jpeg_draft}"
         self._description = ModelDescription(

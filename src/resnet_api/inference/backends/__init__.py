@@ -9,6 +9,6 @@ ONNX export, import torch.
 from __future__ import annotations
 
 from resnet_api.inference.backends.base import BACKEND_NAMES, Backend, BackendName, WeightsInfo
-from resnet_api.inference.backends.loader import open_backend
+from resnet_api.inference.backends.loader import on_passing_thread, open_backend
 
-__all__ = ["BACKEND_NAMES", "Backend", "BackendName", "WeightsInfo", "open_backend"]
+__all__ = ["BACKEND_NAMES", "Backend", "BackendName", "WeightsInfo", "on_passing_thread", "open_backend"]
