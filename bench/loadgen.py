@@ -71,24 +71,32 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> tuple[int, bool]:
-    """Send one request, read the whole response; returns (status, connection still usable)."""
-    writer.write(payload)
-    await writer.drain()
+async def read_response(reader: asyncio.StreamReader) -> tuple[str, int, dict[str, str], bytes]:
+    """Read one whole HTTP/1.1 response: (version, status, headers with lower-case names, body)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     version, status = lines[0].split(" ", 2)[:2]
     headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
     if headers.get("transfer-encoding", "").lower() == "chunked":
+        chunks = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
+            chunks.append((await reader.readexactly(size + 2))[:size])
             if size == 0:
                 break
+        body = b"".join(chunks)
     else:
-        await reader.readexactly(int(headers.get("content-length", "0")))
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return version, int(status), headers, body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> tuple[int, bool]:
+    """Send one request, read the whole response; returns (status, connection still usable)."""
+    writer.write(payload)
+    await writer.drain()
+    version, status, headers, _ = await read_response(reader)
     keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-    return int(status), keep
+    return status, keep
 
 
 async def run_load(
