@@ -187,6 +187,50 @@ def test_lean_serving_forward_equals_the_plain_module(weights_file: Path, images
     assert float(plain_features.abs().max()) > 0.01  # non-trivial features, so agreement means something
 
 
+def test_prepacked_forward_is_bit_identical_to_the_folded_module(weights_file: Path, images: np.ndarray) -> None:
+    """Every batch size and thread count the batcher uses, two threads at once, each weight layout held once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from resnet_api.inference.backends.torch_backend import (
+        SERVING_STEM_CHUNK,
+        FeaturesAndProbabilities,
+        PrepackedResNet18,
+        fold_batch_norm,
+        prepacking_available,
+    )
+    from resnet_api.inference.model import build_model
+
+    assert prepacking_available()  # every x86 build of torch has oneDNN; without it serving falls back to the module
+    model = build_model(load_state_dict_file(weights_file)).eval()
+    fold_batch_norm(model)
+    reference = FeaturesAndProbabilities(model, stem_chunk=SERVING_STEM_CHUNK).to(memory_format=torch.channels_last)
+    plain_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    prepacked = PrepackedResNet18(model, stem_chunk=SERVING_STEM_CHUNK)
+    assert prepacked.weight_bytes == plain_bytes  # nothing packed before first use
+
+    def compare(threads: int, batch: int) -> None:
+        torch.set_num_threads(threads)  # per calling thread, as on the model threads
+        x = torch.from_numpy(images[:batch]).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            expected, actual = reference(x), prepacked(x)
+        for want, got in zip(expected, actual, strict=True):
+            assert torch.equal(got, want), (threads, batch, float((got - want).abs().max()))
+
+    cases = [(threads, batch) for threads in (2, 1) for batch in (1, 2, 3, 5)]  # 3 and 5 split the stem unevenly
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda case: compare(*case), cases + cases[::-1]))
+    # 8 (threads, batch) pairs and 2 stem chunk sizes: without sharing by layout that is 8 or more copies
+    assert plain_bytes * 0.9 < prepacked.weight_bytes < plain_bytes * 2
+
+
+def test_torch_serves_prepacked_unless_batch_norm_stays(weights_file: Path) -> None:
+    weights = load_state_dict_file(weights_file)
+    assert TorchBackend(weights, threads=1).prepacked
+    assert not TorchBackend(weights, threads=1, fold_bn=False).prepacked
+
+
 def test_torch_runs_side_by_side_on_any_thread_count_give_the_same_answers(
     weights_file: Path, images: np.ndarray
 ) -> None:
