@@ -100,6 +100,27 @@ def test_parallel_batches(backend: str, threads: int, asked: int, expected: int)
     assert parallel_batches(settings) == expected
 
 
+async def test_warm_up_runs_every_batch_size_at_every_thread_count(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resnet_api.inference.backends.torch_backend import TorchBackend
+
+    seen: set[tuple[int, int | None]] = set()
+    run = TorchBackend.run
+
+    def recording(self: TorchBackend, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        seen.add((len(batch), threads))
+        return run(self, batch, threads)
+
+    monkeypatch.setattr(TorchBackend, "run", recording)
+    service = InferenceService(
+        settings.model_copy(update={"torch_threads": 2, "parallel_batches": 2, "max_batch_size": 6})
+    )
+    await service.start()
+    await service.stop()
+    assert seen == {(size, threads) for size in (1, 2, 3) for threads in (1, 2)}  # 6 images split in 2 batches
+
+
 OPENMP_WORKERS = r"""
 import asyncio, io, os, sys, threading, time
 import numpy as np
