@@ -224,6 +224,13 @@ def test_prepacked_forward_is_bit_identical_to_the_folded_module(weights_file: P
     # 8 (threads, batch) pairs and 2 stem chunk sizes: without sharing by layout that is 8 or more copies
     assert plain_bytes * 0.9 < prepacked.weight_bytes < plain_bytes * 2
 
+    # One layout per convolution at most: calls wanting another get it reordered on the fly, same numbers.
+    prepacked = PrepackedResNet18(model, stem_chunk=SERVING_STEM_CHUNK, max_layouts=1)
+    for case in cases:
+        compare(*case)
+    assert prepacked.layouts == 20
+    assert plain_bytes * 0.9 < prepacked.weight_bytes < plain_bytes * 1.2
+
 
 def test_torch_serves_prepacked_unless_batch_norm_stays(weights_file: Path) -> None:
     weights = load_state_dict_file(weights_file)

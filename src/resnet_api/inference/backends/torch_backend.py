@@ -87,11 +87,14 @@ class PrepackedResNet18:
     the layout from the input shape and the calling thread's thread count (on the 2-core AVX2 machine: one for a
     lone image at 2 threads, another for everything else), so layouts are made on first use of a (shape,
     threads) pair, on the thread that needs them, and shared by oneDNN's memory descriptor: memory holds each
-    distinct layout once and no plain copy. Convolution + bias + ReLU, and convolution + bias + residual add +
-    ReLU, run as one primitive each (what Inductor emits for this model); results are bit-identical to the module.
+    distinct layout once and no plain copy. At most `max_layouts` per convolution (a CPU whose oneDNN wanted one
+    per batch size would otherwise hold the weights many times over): past that, a call gets the first layout and
+    oneDNN reorders it on the fly, as eager torch does. Convolution + bias + ReLU, and convolution + bias +
+    residual add + ReLU, run as one primitive each (what Inductor emits for this model); results are
+    bit-identical to the module.
     """
 
-    def __init__(self, model: ResNet18, *, stem_chunk: int | None) -> None:
+    def __init__(self, model: ResNet18, *, stem_chunk: int | None, max_layouts: int = 2) -> None:
         convs: list[nn.Conv2d] = [model.conv1]
         self._blocks: list[tuple[int, int, int | None]] = []  # conv1, conv2, downsample: indices into convs
         for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
@@ -108,8 +111,14 @@ class PrepackedResNet18:
         self._packed: dict[tuple[int, torch.Size, int], Tensor] = {}  # (conv, input shape, threads) -> weight
         self._layouts: dict[tuple[int, bytes], Tensor] = {}  # (conv, oneDNN memory descriptor) -> weight
         self._lock = threading.Lock()
+        self._max_layouts = max_layouts
         self._fc = model.fc
         self._stem_chunk = stem_chunk
+
+    @property
+    def layouts(self) -> int:
+        """Prepacked weights held (each distinct layout of each convolution once)."""
+        return len(self._layouts)
 
     @property
     def weight_bytes(self) -> int:
@@ -160,7 +169,11 @@ class PrepackedResNet18:
         plain = source.to_dense() if source.is_mkldnn else source
         packed = torch.ops.mkldnn._reorder_convolution_weight(plain, *self._geometry[index], list(shape))
         layout = bytes(torch.ops.mkldnn._get_mkldnn_serialized_md(packed).numpy())
-        packed = self._layouts.setdefault((index, layout), packed)
+        held = [w for (conv, _), w in self._layouts.items() if conv == index]
+        if (index, layout) in self._layouts or len(held) < self._max_layouts:
+            packed = self._layouts.setdefault((index, layout), packed)
+        else:
+            packed = held[0]  # correct in any layout; only the reorder is back
         self._sources[index] = packed  # the plain copy goes: later layouts are made from this one
         self._packed[key] = packed
         return packed
