@@ -26,8 +26,9 @@ from resnet_api.inference.model import BasicBlock, LoadedWeights, ResNet18, buil
 class FeaturesAndProbabilities(nn.Module):
     """ResNet-18 with two outputs: pooled features and softmax probabilities (also the ONNX export's graph).
 
-    Serving passes `stem_chunk` (see `ResNet18.features`) for a smaller memory peak; the export leaves it
-    unset, so its graph has no batch-size-dependent split.
+    What `PrepackedResNet18` computes, and what serves when it cannot. Serving passes `stem_chunk` (see
+    `ResNet18.features`) for a smaller memory peak; the export leaves it unset, so its graph has no
+    batch-size-dependent split.
     """
 
     def __init__(self, model: ResNet18, *, stem_chunk: int | None = None) -> None:
