@@ -232,10 +232,21 @@ def test_prepacked_forward_is_bit_identical_to_the_folded_module(weights_file: P
     assert plain_bytes * 0.9 < prepacked.weight_bytes < plain_bytes * 1.2
 
 
-def test_torch_serves_prepacked_unless_batch_norm_stays(weights_file: Path) -> None:
+def test_torch_serves_prepacked_unless_batch_norm_stays_or_an_operator_is_missing(
+    weights_file: Path, images: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resnet_api.inference.backends import torch_backend
+
     weights = load_state_dict_file(weights_file)
-    assert TorchBackend(weights, threads=1).prepacked
+    prepacked = TorchBackend(weights, threads=1)
+    assert prepacked.prepacked
     assert not TorchBackend(weights, threads=1, fold_bn=False).prepacked
+    # A torch build without one of the operators serves the folded module, with the same answers.
+    monkeypatch.setattr(torch_backend, "PREPACKING_OPERATORS", (*torch_backend.PREPACKING_OPERATORS, "_not_there"))
+    module = TorchBackend(weights, threads=1)
+    assert not module.prepacked
+    for got, want in zip(module.run(images[:3]), prepacked.run(images[:3]), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_torch_runs_side_by_side_on_any_thread_count_give_the_same_answers(

@@ -73,10 +73,19 @@ class TorchBackend:
         return features.numpy(), probabilities.numpy()
 
 
+PREPACKING_OPERATORS = (
+    "_reorder_convolution_weight",
+    "_convolution_pointwise",
+    "_convolution_pointwise_",
+    "_get_mkldnn_serialized_md",
+    "_nbytes",
+)
+
+
 def prepacking_available() -> bool:
-    """oneDNN and the fused-convolution operators Inductor itself uses (present in every x86 build of torch)."""
+    """oneDNN and every operator `PrepackedResNet18` calls (Inductor's own; present in every x86 build of torch)."""
     onednn: bool = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-    return onednn and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
+    return onednn and all(hasattr(torch.ops.mkldnn, name) for name in PREPACKING_OPERATORS)
 
 
 class PrepackedResNet18:
