@@ -100,9 +100,11 @@ def test_parallel_batches(backend: str, threads: int, asked: int, expected: int)
     assert parallel_batches(settings) == expected
 
 
-async def test_warm_up_runs_every_batch_size_at_every_thread_count(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("fold_bn", "sizes"), [(True, (1, 2, 3)), (False, (1, 3))])
+async def test_warm_up_runs_every_batch_size_only_where_a_new_size_costs_extra(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, fold_bn: bool, sizes: tuple[int, ...]
 ) -> None:
+    """Prepacked `torch` packs weights on the first batch of a size; the plain module (like ONNX) does not."""
     from resnet_api.inference.backends.torch_backend import TorchBackend
 
     seen: set[tuple[int, int | None]] = set()
@@ -113,12 +115,11 @@ async def test_warm_up_runs_every_batch_size_at_every_thread_count(
         return run(self, batch, threads)
 
     monkeypatch.setattr(TorchBackend, "run", recording)
-    service = InferenceService(
-        settings.model_copy(update={"torch_threads": 2, "parallel_batches": 2, "max_batch_size": 6})
-    )
+    update = {"torch_threads": 2, "parallel_batches": 2, "max_batch_size": 6, "torch_fold_bn": fold_bn}
+    service = InferenceService(settings.model_copy(update=update))
     await service.start()
     await service.stop()
-    assert seen == {(size, threads) for size in (1, 2, 3) for threads in (1, 2)}  # 6 images split in 2 batches
+    assert seen == {(size, threads) for size in sizes for threads in (1, 2)}  # 6 images split in 2 batches: cap 3
 
 
 OPENMP_WORKERS = r"""

@@ -199,9 +199,8 @@ class InferenceService:
             log.warning("\n%s\n!! %s\n%s", bar, UNTRAINED_WARNING, bar)
         if self.settings.warmup:
             sample = np.zeros((preprocess.CROP, preprocess.CROP, 3), dtype=np.uint8)
-            # Every size a batch can have: runtimes plan per input shape (`torch` prepacks weights on the first
-            # batch of a size: 100 ms more), and readiness should mean the first requests run at full speed.
-            for size in range(1, batch_size_cap(self.settings) + 1):
+            cap = batch_size_cap(self.settings)
+            for size in range(1, cap + 1) if backend.warm_every_batch_size else sorted({1, cap}):
                 await self._batcher.warm_up([sample] * size)
         if self.settings.release_memory:
             await asyncio.to_thread(memory.release_free_memory)  # what the weights' loading and warm-up left

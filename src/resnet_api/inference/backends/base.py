@@ -20,6 +20,12 @@ class Backend(Protocol):
     @property
     def precision(self) -> str: ...
 
+    @property
+    def warm_every_batch_size(self) -> bool:
+        """Whether the first batch of each size costs extra (`torch` prepacks weights per shape, about 100 ms),
+        so warm-up runs every size; ONNX Runtime and OpenVINO measured no such cost (0-20 ms, in the noise)."""
+        ...
+
     def run(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3, 224, 224) float32 -> features (N, 512) and probabilities (N, 1000), float32.
 

@@ -11,6 +11,8 @@ OpenVinoPrecision = Literal["fp32", "bf16"]
 
 
 class OnnxRuntimeBackend:
+    warm_every_batch_size = False
+
     def __init__(self, path: Path, *, threads: int, name: str = "onnxruntime", precision: str = "fp32") -> None:
         import onnxruntime as ort
 
@@ -35,6 +37,7 @@ class OnnxRuntimeBackend:
 
 class OpenVinoBackend:
     name = "openvino"
+    warm_every_batch_size = False
 
     def __init__(self, path: Path, *, threads: int, precision: OpenVinoPrecision) -> None:
         import openvino as ov

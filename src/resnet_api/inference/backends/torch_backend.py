@@ -57,6 +57,7 @@ class TorchBackend:
         self._module: Callable[[Tensor], tuple[Tensor, Tensor]]
         self.prepacked = fold_bn and prepacking_available()
         """Whether forwards run as `PrepackedResNet18` (else the module, as eager torch runs it)."""
+        self.warm_every_batch_size = self.prepacked
         if self.prepacked:
             self._module = PrepackedResNet18(model, stem_chunk=SERVING_STEM_CHUNK)
         else:
