@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,18 +90,21 @@ class ResNet18(nn.Module):
         `stem_chunk` runs the stem that many images at a time: the same numbers with a smaller peak, because
         the stem's output before pooling is the largest activation (3.2 MB per image).
         """
-        if stem_chunk is None or x.shape[0] <= stem_chunk:
-            x = self.stem(x)
-        else:
-            parts = [self.stem(part) for part in torch.split(x, stem_chunk)]
-            x = torch.cat(parts).contiguous(memory_format=torch.channels_last)
-            del parts
+        x = in_chunks(self.stem, x, stem_chunk)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
     def forward(self, x: Tensor) -> Tensor:
         logits: Tensor = self.fc(self.features(x))
         return logits
+
+
+def in_chunks(layers: Callable[[Tensor], Tensor], x: Tensor, chunk: int | None) -> Tensor:
+    """`layers(x)`, run `chunk` images at a time (all at once if None); the result stays channels-last."""
+    if chunk is None or x.shape[0] <= chunk:
+        return layers(x)
+    parts = [layers(part) for part in torch.split(x, chunk)]
+    return torch.cat(parts).contiguous(memory_format=torch.channels_last)
 
 
 @dataclass(frozen=True)

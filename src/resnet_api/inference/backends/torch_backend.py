@@ -10,6 +10,7 @@ gets its speed from the same prepacking at 30 s of compilation per batch size an
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from resnet_api.inference.model import BasicBlock, LoadedWeights, ResNet18, build_model
+from resnet_api.inference.model import BasicBlock, LoadedWeights, ResNet18, build_model, in_chunks
 
 
 class FeaturesAndProbabilities(nn.Module):
@@ -57,12 +58,15 @@ class TorchBackend:
         self._module: Callable[[Tensor], tuple[Tensor, Tensor]]
         self.prepacked = fold_bn and prepacking_available()
         """Whether forwards run as `PrepackedResNet18` (else the module, as eager torch runs it)."""
-        self.warm_every_batch_size = self.prepacked
         if self.prepacked:
             self._module = PrepackedResNet18(model, stem_chunk=SERVING_STEM_CHUNK)
         else:
             module = FeaturesAndProbabilities(model, stem_chunk=SERVING_STEM_CHUNK).eval()
             self._module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
+
+    @property
+    def warm_every_batch_size(self) -> bool:
+        return self.prepacked  # the first batch of a size packs weights
 
     def run(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         threads = threads or self._threads
@@ -139,12 +143,7 @@ class PrepackedResNet18:
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
         threads = torch.get_num_threads()
-        if self._stem_chunk is None or x.shape[0] <= self._stem_chunk:
-            y = self._stem(x, threads)
-        else:
-            parts = [self._stem(part, threads) for part in torch.split(x, self._stem_chunk)]
-            y = torch.cat(parts).contiguous(memory_format=torch.channels_last)
-            del parts
+        y = in_chunks(functools.partial(self._stem, threads=threads), x, self._stem_chunk)
         for conv1, conv2, down in self._blocks:
             identity = y if down is None else self._conv(down, y, threads, "none")
             out = self._conv(conv1, y, threads, "relu")
@@ -172,10 +171,11 @@ class PrepackedResNet18:
             with self._lock:
                 weight = self._packed.get(key)
                 if weight is None:
-                    weight = self._pack(index, x.shape, key)
+                    weight = self._pack(key)
         return weight
 
-    def _pack(self, index: int, shape: torch.Size, key: tuple[int, torch.Size, int]) -> Tensor:
+    def _pack(self, key: tuple[int, torch.Size, int]) -> Tensor:
+        index, shape, _ = key
         source = self._sources[index]
         plain = source.to_dense() if source.is_mkldnn else source
         packed = torch.ops.mkldnn._reorder_convolution_weight(plain, *self._geometry[index], list(shape))
