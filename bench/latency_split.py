@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 from loadgen import multipart_request, read_response
 from run import free_port, make_images, make_weights, wait_ready
@@ -74,9 +74,6 @@ def main() -> None:
         if line.startswith("{") and '"duration_ms"' in line:
             record = json.loads(line)
             app_ms[record["request_id"]] = record["duration_ms"]
-
-    def median(values: list[float]) -> float:
-        return statistics.median(values)
 
     client = median([ms for ms, _, _ in rows])
     app = median([app_ms[rid] for _, rid, _ in rows])
