@@ -114,6 +114,28 @@ def test_first_gif_frame_is_used() -> None:
     assert g < 50
 
 
+def test_batch_normalisation_is_torchvision_s_arithmetic_bit_for_bit() -> None:
+    """The mean and std are applied a whole image row at a time: the numbers of x / 255, then (x - mean) / std,
+    per channel, exactly."""
+    from resnet_api.inference.preprocess import MEAN, STD, normalize_batch
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, size=(3, 224, 224, 3), dtype=np.uint8)
+    pixels[0, :2, :128] = np.arange(256, dtype=np.uint8).reshape(2, 128, 1)  # every byte value in every channel
+    pixels[1] = pixels[1, :, :, ::-1]  # channels differ per image: a constant applied to the wrong channel shows
+    expected = np.empty((3, 3, 224, 224), np.float32)
+    for channel in range(3):
+        plane = pixels[..., channel].astype(np.float32) / np.float32(255.0)
+        expected[:, channel] = (plane - MEAN[channel]) / STD[channel]
+    batch = normalize_batch(pixels)
+    assert batch.shape == (3, 3, 224, 224)
+    assert batch.dtype == np.float32
+    np.testing.assert_array_equal(batch, expected)
+    assert np.isclose(batch[0, 0, 1, 127], (1.0 - 0.485) / 0.229)  # byte 255 in the red channel
+    narrow = normalize_batch(pixels[:, :, :200])  # any image size, not only the 224 x 224 crop
+    np.testing.assert_array_equal(narrow, expected[..., :200])
+
+
 def test_batch_normalisation_equals_the_per_image_transform() -> None:
     """The queue holds uint8 crops and the model thread normalises a whole batch: same numbers as `to_array`."""
     from resnet_api.inference.preprocess import model_batch, normalize_batch, to_pixels
