@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     """Most files in one `/v1/predict/batch` request."""
 
     warmup: bool = True
-    """Run a forward pass at start-up so the first request is not slow."""
+    """Run the model at every batch size it is first slower at, and decode an image, at start-up, so the first request is not slow."""
 
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
     """Log level of the service and of uvicorn."""

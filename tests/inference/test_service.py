@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,6 +121,47 @@ async def test_warm_up_runs_every_batch_size_only_where_a_new_size_costs_extra(
     await service.start()
     await service.stop()
     assert seen == {(size, threads) for size in sizes for threads in (1, 2)}  # 6 images split in 2 batches: cap 3
+
+
+async def test_start_pages_library_code_out_before_warming_the_forward_and_every_decode_thread(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warm-up pages back in what requests run, so the first request is as fast as the next (75-130 ms slower
+    when the page-out came after the warm-up); Pillow's codecs load then too, on each decode thread."""
+    import threading
+
+    from resnet_api.inference import memory
+    from resnet_api.inference.backends.torch_backend import TorchBackend
+
+    events: list[str] = []
+    decode_threads: set[str] = set()
+
+    def record(name: str, call: Any) -> Any:
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            events.append(name)
+            if name == "decode":
+                decode_threads.add(threading.current_thread().name)
+            return call(*args, **kwargs)
+
+        return recorded
+
+    monkeypatch.setattr(memory, "page_out_shared_libraries", record("page out", memory.page_out_shared_libraries))
+    monkeypatch.setattr(memory, "release_free_memory", record("trim", memory.release_free_memory))
+    monkeypatch.setattr(TorchBackend, "run", record("forward", TorchBackend.run))
+    monkeypatch.setattr(InferenceService, "_decode", record("decode", InferenceService._decode))
+    service = InferenceService(settings.model_copy(update={"release_memory": True, "decode_workers": 2}))
+    await service.start()
+    try:
+        assert events[0] == "page out"
+        assert events[-1] == "trim"
+        assert "forward" in events
+        assert events.count("decode") == 2
+        assert all(name.startswith("resnet-decode") for name in decode_threads)
+        events.clear()
+        await service.classify(photo_like())
+        assert events == ["decode", "forward"]  # requests never page out nor trim on their own
+    finally:
+        await service.stop()
 
 
 OPENMP_WORKERS = r"""

@@ -8,11 +8,11 @@ Three calls give it back, through ctypes because no maintained library wraps the
 1. `mallopt(M_ARENA_MAX, n)`: the decode threads share `n` arenas instead of each keeping its own.
 2. `malloc_trim(0)`: hand free pages of every arena back to the OS; run after start-up and when idle,
    never between batches under load (the next batch would fault the pages back in).
-3. `madvise(MADV_PAGEOUT)` on the read-only pages of shared libraries, once after warm-up: importing
+3. `madvise(MADV_PAGEOUT)` on the read-only pages of shared libraries, once before the warm-up: importing
    torch runs about 130 MB of libtorch code (operator registration) that serving never runs again. Those
    pages are clean, so the kernel would drop them only under memory pressure; until then they count in
-   RSS and against a container's memory limit. The 15-20 MB that inference does use fault back in on
-   the first batches. Linux 5.4 and newer; elsewhere a no-op.
+   RSS and against a container's memory limit. The 15-20 MB that inference does use fault back in during
+   the warm-up. Linux 5.4 and newer; elsewhere a no-op.
 
 All are no-ops where the C library is not glibc (musl, macOS): the service works the same, only bigger.
 """
@@ -90,7 +90,8 @@ def page_out_shared_libraries() -> int:
     """Ask the kernel to drop the resident read-only pages of shared libraries; returns the bytes advised.
 
     Pages still in use come back on their next access (from the page cache or the file), so this only
-    costs a few page faults; it is meant to run once, after warm-up, not on a hot path.
+    costs page faults; it is meant to run once, before the warm-up (which faults back what requests use), not on a
+    hot path.
     """
     libc = _glibc()
     if libc is None:
