@@ -236,7 +236,7 @@ class Settings(BaseSettings):
     """Give memory back to the OS: freed heap after start-up and when idle, and library code run only at start-up."""
 
     idle_release_s: float = Field(default=2.0, ge=0.0, le=3600.0)
-    """With RELEASE_MEMORY on, return freed memory once no image has arrived for this long (0 = after start-up only)."""
+    """With RELEASE_MEMORY on, return freed memory once no image has arrived for this long (0 = after start-up only); with WARMUP on, one image's decode and forward then page back what the next request uses."""
 
     cache_max_entries: int = Field(default=0, ge=0, le=10_000_000)
     """Result cache size in images (0 = off); keyed by the SHA-256 of the bytes, model, backend and options."""

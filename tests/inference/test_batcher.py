@@ -159,6 +159,36 @@ async def test_idle_housekeeping_runs_once_after_a_quiet_spell_on_the_model_thre
     await batcher.stop()
 
 
+async def test_after_idle_housekeeping_a_lone_batch_runs_where_a_lone_request_would() -> None:
+    """What the housekeeping released is paged back in by a batch like the next lone request's, not by it."""
+    model = InFlight(delay=0.0)
+    order: list[str] = []
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        model,
+        max_batch_size=4,
+        max_wait_s=0.0,
+        max_queue_size=10,
+        threads=2,
+        parallel=2,
+        on_idle=lambda: order.append(f"idle after {len(model.calls)} batches"),
+        idle_after_s=0.2,
+        after_idle=[-1],
+    )
+    batcher.start()
+    await asyncio.sleep(0.4)
+    assert model.calls == []  # no idle spell before any work
+    assert (await batcher.submit(5)).value == 50
+    await asyncio.sleep(0.5)
+    assert order == ["idle after 1 batches"]
+    assert len(model.calls) == 2
+    size, threads, name = model.calls[1]
+    assert (size, threads) == (1, 2)  # every thread, on the thread that runs batches given every thread
+    assert name.startswith("resnet-model-all")
+    await asyncio.sleep(0.4)
+    assert len(model.calls) == 2  # once per idle spell
+    await batcher.stop()
+
+
 async def test_failing_idle_housekeeping_does_not_stop_the_batcher() -> None:
     def broken() -> None:
         raise RuntimeError("boom")

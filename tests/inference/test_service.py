@@ -123,11 +123,12 @@ async def test_warm_up_runs_every_batch_size_only_where_a_new_size_costs_extra(
     assert seen == {(size, threads) for size in sizes for threads in (1, 2)}  # 6 images split in 2 batches: cap 3
 
 
-async def test_start_pages_library_code_out_before_warming_the_forward_and_every_decode_thread(
+async def test_memory_is_released_before_what_requests_run_is_paged_back_in(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The warm-up pages back in what requests run, so the first request is as fast as the next (75-130 ms slower
-    when the page-out came after the warm-up); Pillow's codecs load then too, on each decode thread."""
+    when the page-out came after the warm-up); Pillow's codecs load then too, on each decode thread. The idle
+    trim is followed by the same paging back in."""
     import threading
 
     from resnet_api.inference import memory
@@ -149,7 +150,8 @@ async def test_start_pages_library_code_out_before_warming_the_forward_and_every
     monkeypatch.setattr(memory, "release_free_memory", record("trim", memory.release_free_memory))
     monkeypatch.setattr(TorchBackend, "run", record("forward", TorchBackend.run))
     monkeypatch.setattr(InferenceService, "_decode", record("decode", InferenceService._decode))
-    service = InferenceService(settings.model_copy(update={"release_memory": True, "decode_workers": 2}))
+    update = {"release_memory": True, "decode_workers": 2, "idle_release_s": 0.3}
+    service = InferenceService(settings.model_copy(update=update))
     await service.start()
     try:
         assert events[0] == "page out"
@@ -160,6 +162,8 @@ async def test_start_pages_library_code_out_before_warming_the_forward_and_every
         events.clear()
         await service.classify(photo_like())
         assert events == ["decode", "forward"]  # requests never page out nor trim on their own
+        await asyncio.sleep(0.8)
+        assert events[2:] == ["trim", "decode", "forward"]  # after a quiet spell: trim, then page back in
     finally:
         await service.stop()
 

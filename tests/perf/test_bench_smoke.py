@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -60,3 +61,20 @@ def test_latency_split_accounts_for_the_client_time() -> None:
     assert abs(client - (wire + app + service)) < 0.25  # the three parts add up (each rounded to 0.1 ms)
     assert app > 0  # the access log's durations were found and matched to the requests
     assert service > 0
+
+
+@pytest.mark.slow
+def test_idle_faults_reports_both_request_patterns() -> None:
+    env = {**os.environ, "RESNET_API_IDLE_RELEASE_S": "0.2"}  # quiet spells of 0.6 s pass the idle trim
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "idle_faults.py"), "torch", "0.6", "3"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = re.findall(r"torch, (.+?): page faults per request median (\d+) \(each: ([\d ]+)\)", out.stdout)
+    assert [label for label, _, _ in rows] == ["0.6 s apart", "back to back"], out.stdout
+    assert all(len(each.split()) == 3 for _, _, each in rows)

@@ -12,7 +12,9 @@
    oversubscribe the cores. A batch given every thread runs on a model thread of its own (see `_whole`).
 4. Items whose caller gave up (cancelled: disconnected) or whose deadline passed are dropped before inference.
 5. With `on_idle`, once no item has arrived for `idle_after_s` after a batch, `on_idle` runs on the model
-   thread (once per idle spell): housekeeping that must not slow a busy server.
+   thread (once per idle spell): housekeeping that must not slow a busy server. Then `after_idle`, if given,
+   runs as a lone request's batch would (every thread, on its thread): the memory the housekeeping gave back
+   and that batch uses is paged in again before the next request, not by it.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class MicroBatcher(Generic[In, Out]):
         more_coming: Callable[[], int] | None = None,
         on_idle: Callable[[], object] | None = None,
         idle_after_s: float = 2.0,
+        after_idle: Sequence[In] = (),
     ) -> None:
         self._run_batch = run_batch
         self._max_batch_size = max_batch_size
@@ -96,6 +99,7 @@ class MicroBatcher(Generic[In, Out]):
         self._more_coming = more_coming
         self._on_idle = on_idle
         self._idle_after_s = idle_after_s
+        self._after_idle = list(after_idle)
         self._threads = threads
         parallel = max(1, min(parallel, threads))
         self._share = threads // parallel  # threads of a batch run beside others
@@ -247,6 +251,8 @@ class MicroBatcher(Generic[In, Out]):
         assert self._on_idle is not None
         try:
             await loop.run_in_executor(executor, self._on_idle)
+            if self._after_idle:  # as a lone request's batch runs: every thread, on its thread (see 5. above)
+                await loop.run_in_executor(self._whole or executor, self._run_batch, self._after_idle, self._threads)
         except Exception:
             log.exception("idle housekeeping failed")
 
