@@ -128,6 +128,8 @@ class InferenceService:
         )
         self._cache_context = ""
         self._description: ModelDescription | None = None
+        self._warm_up_photo = preprocess.warm_up_jpeg()
+        self._blank_crop = np.zeros((preprocess.CROP, preprocess.CROP, 3), dtype=np.uint8)  # warm-up batches
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="resnet-decode")
         self._batcher: MicroBatcher[np.ndarray, ModelOutput] = MicroBatcher(
             self._forward,
@@ -142,9 +144,8 @@ class InferenceService:
             idle_after_s=settings.idle_release_s,
             # After the idle trim (`_tidy_when_idle`), the heap a lone image's forward uses is faulted back in at
             # once, not by the next request (`bench/idle_faults.py`: 2360 page faults, about 13 ms here, -> 80-540).
-            after_idle=[np.zeros((preprocess.CROP, preprocess.CROP, 3), dtype=np.uint8)] if settings.warmup else (),
+            after_idle=[self._blank_crop] if settings.warmup else (),
         )
-        self._warm_up_photo = preprocess.warm_up_jpeg()
         self.batches_run = 0
         self._admitted = 0
         self._draining = False
@@ -245,10 +246,9 @@ class InferenceService:
         Decoding is warmed too: the first image would otherwise load Pillow's format plugins and page the codecs
         back in (about 15 ms more).
         """
-        sample = np.zeros((preprocess.CROP, preprocess.CROP, 3), dtype=np.uint8)
         cap = batch_size_cap(self.settings)
         for size in range(1, cap + 1) if backend.warm_every_batch_size else sorted({1, cap}):
-            await self._batcher.warm_up([sample] * size)
+            await self._batcher.warm_up([self._blank_crop] * size)
         loop = asyncio.get_running_loop()
         await asyncio.gather(
             *(
