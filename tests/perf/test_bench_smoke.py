@@ -14,18 +14,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_bench_script(*args: str, timeout: float, env: dict[str, str] | None = None) -> str:
+    """Run `bench/<args[0]>` with the rest as its arguments; its stdout, once it exited with 0."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
 @pytest.mark.slow
 def test_quick_bench_writes_table_and_chart(tmp_path: Path) -> None:
     for module in ("flask", "matplotlib", "onnxruntime"):
         pytest.importorskip(module, reason="install the accel and bench extras")
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    run_bench_script("run.py", "--quick", "--out", str(tmp_path), timeout=300)
     report = json.loads((tmp_path / "results.json").read_text())
     servers = {c["server"] for c in report["cells"]}
     assert servers == {"resnet-api/onnxruntime", "flask"}
@@ -45,18 +52,11 @@ def test_quick_bench_writes_table_and_chart(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_latency_split_accounts_for_the_client_time() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "latency_split.py"), "torch", "451x300", "5"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    stdout = run_bench_script("latency_split.py", "torch", "451x300", "5", timeout=180)
     parts = re.search(
-        r"client ([\d.]+) = wire and HTTP parser (-?[\d.]+) \+ app (-?[\d.]+) \+ service ([\d.]+)", out.stdout
+        r"client ([\d.]+) = wire and HTTP parser (-?[\d.]+) \+ app (-?[\d.]+) \+ service ([\d.]+)", stdout
     )
-    assert parts is not None, out.stdout
+    assert parts is not None, stdout
     client, wire, app, service = map(float, parts.groups())
     assert abs(client - (wire + app + service)) < 0.25  # the three parts add up (each rounded to 0.1 ms)
     assert app > 0  # the access log's durations were found and matched to the requests
@@ -66,15 +66,7 @@ def test_latency_split_accounts_for_the_client_time() -> None:
 @pytest.mark.slow
 def test_idle_faults_reports_both_request_patterns() -> None:
     env = {**os.environ, "RESNET_API_IDLE_RELEASE_S": "0.2"}  # quiet spells of 0.6 s pass the idle trim
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "idle_faults.py"), "torch", "0.6", "3"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = re.findall(r"torch, (.+?): page faults per request median (\d+) \(each: ([\d ]+)\)", out.stdout)
-    assert [label for label, _, _ in rows] == ["0.6 s apart", "back to back"], out.stdout
+    stdout = run_bench_script("idle_faults.py", "torch", "0.6", "3", timeout=180, env=env)
+    rows = re.findall(r"torch, (.+?): page faults per request median (\d+) \(each: ([\d ]+)\)", stdout)
+    assert [label for label, _, _ in rows] == ["0.6 s apart", "back to back"], stdout
     assert all(len(each.split()) == 3 for _, _, each in rows)
