@@ -134,6 +134,8 @@ def test_batch_normalisation_is_torchvision_s_arithmetic_bit_for_bit() -> None:
     assert np.isclose(batch[0, 0, 1, 127], (1.0 - 0.485) / 0.229)  # byte 255 in the red channel
     narrow = normalize_batch(pixels[:, :, :200])  # any image size, not only the 224 x 224 crop
     np.testing.assert_array_equal(narrow, expected[..., :200])
+    turned = normalize_batch(pixels.transpose(0, 2, 1, 3))  # any memory layout (a view that is not C-ordered)
+    np.testing.assert_array_equal(turned, expected.transpose(0, 1, 3, 2))
 
 
 def test_batch_normalisation_equals_the_per_image_transform() -> None:
