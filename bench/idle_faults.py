@@ -13,8 +13,6 @@ RESNET_API_IDLE_RELEASE_S (2 s) without images; what a later request faults back
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 from statistics import median
 
 from loadgen import multipart_request, read_response
-from run import free_port, make_images, make_weights, wait_ready
+from run import SERVE_COMMAND, free_port, make_images, make_weights, resnet_api_env, serving
 
 
 def minor_faults(pid: int) -> int:
@@ -62,22 +60,10 @@ def main() -> None:
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 6
     work = Path(tempfile.mkdtemp(prefix="idle-faults-"))
     weights, port = make_weights(work), free_port()
-    env = {
-        **os.environ,
-        "RESNET_API_BACKEND": backend,
-        "RESNET_API_WEIGHTS": str(weights),
-        "RESNET_API_PORT": str(port),
-        "RESNET_API_LOG_LEVEL": "warning",
-    }
-    with (work / "server.log").open("w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "resnet_api", "serve"], env=env, stdout=log, stderr=log)
-        try:
-            wait_ready(port, server, 120)
-            payload = multipart_request("/v1/predict", f"127.0.0.1:{port}", "photo.jpg", make_images()["451x300"])
-            rows = asyncio.run(measure(port, payload, server.pid, gap, count))
-        finally:
-            server.terminate()
-            server.wait(30)
+    env = resnet_api_env(backend, weights, port)
+    with serving(SERVE_COMMAND, env, port, work / "server.log", timeout=120) as server:
+        payload = multipart_request("/v1/predict", f"127.0.0.1:{port}", "photo.jpg", make_images()["451x300"])
+        rows = asyncio.run(measure(port, payload, server.pid, gap, count))
     for label, samples in rows.items():
         faults = [f for f, _ in samples]
         print(

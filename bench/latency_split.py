@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +23,7 @@ from pathlib import Path
 from statistics import median
 
 from loadgen import multipart_request, read_response
-from run import free_port, make_images, make_weights, wait_ready
+from run import SERVE_COMMAND, free_port, make_images, make_weights, resnet_api_env, serving
 
 
 async def timed_requests(port: int, payload: bytes, count: int) -> list[tuple[float, str, dict[str, float]]]:
@@ -53,22 +51,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="latency-split-"))
     weights, data, port = make_weights(work), make_images()[image], free_port()
     log_path = work / "server.log"
-    env = {
-        **os.environ,
-        "RESNET_API_BACKEND": backend,
-        "RESNET_API_WEIGHTS": str(weights),
-        "RESNET_API_PORT": str(port),
-        "RESNET_API_LOG_LEVEL": "info",  # the access log carries each request's duration
-    }
-    with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "resnet_api", "serve"], env=env, stdout=log, stderr=log)
-        try:
-            wait_ready(port, server, 120)
-            payload = multipart_request("/v1/predict", f"127.0.0.1:{port}", "photo.jpg", data)
-            rows = asyncio.run(timed_requests(port, payload, count))
-        finally:
-            server.terminate()
-            server.wait(30)
+    env = resnet_api_env(backend, weights, port, log_level="info")  # the access log carries each request's duration
+    with serving(SERVE_COMMAND, env, port, log_path, timeout=120):
+        payload = multipart_request("/v1/predict", f"127.0.0.1:{port}", "photo.jpg", data)
+        rows = asyncio.run(timed_requests(port, payload, count))
     app_ms = {}
     for line in log_path.read_text().splitlines():
         if line.startswith("{") and '"duration_ms"' in line:

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -268,19 +269,49 @@ async def measure(
     return cells
 
 
+def resnet_api_env(backend: str, weights: Path, port: int, log_level: str = "warning") -> dict[str, str]:
+    """The environment of `python -m resnet_api serve` for a bench run: default settings but these four."""
+    return {
+        **os.environ,
+        "RESNET_API_BACKEND": backend,
+        "RESNET_API_WEIGHTS": str(weights),
+        "RESNET_API_PORT": str(port),
+        "RESNET_API_LOG_LEVEL": log_level,
+    }
+
+
+@contextlib.contextmanager
+def serving(
+    cmd: list[str], env: dict[str, str], port: int, log_path: Path, timeout: float = 300
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server, wait until its /readyz answers on `port`; on exit stop it (SIGTERM, SIGKILL after 30 s).
+
+    Its output goes to `log_path`: an undrained pipe would fill up and block the server.
+    """
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(port, proc, timeout)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 SETTLE_S = 4.0
+SERVE_COMMAND = [sys.executable, "-m", "resnet_api", "serve"]
 
 
 def run_server(
     server: str, cmd: list[str], env: dict[str, str], port: int, images: dict[str, bytes], args: argparse.Namespace
 ) -> tuple[list[Cell], dict[str, Any]]:
-    # The server's output goes to a file: an undrained pipe would fill up and block the server.
     log_path = args.out / f"{server.replace('/', '-')}.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        started = time.perf_counter()
-        wait_ready(port, proc, timeout=300)
+    started = time.perf_counter()
+    with serving(cmd, env, port, log_path) as proc:
         startup_s = time.perf_counter() - started
         rss_ready = proc_status(proc.pid, "VmRSS")
         cells = asyncio.run(measure(server, port, proc.pid, images, args.concurrency, args.duration, args.warmup))
@@ -303,13 +334,6 @@ def run_server(
             flush=True,
         )
         return cells, extra
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def torch_loaded(pid: int) -> bool:
@@ -508,15 +532,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             port = free_port()
-            env = {
-                **os.environ,
-                "RESNET_API_BACKEND": backend,
-                "RESNET_API_WEIGHTS": str(weights),
-                "RESNET_API_PORT": str(port),
-                "RESNET_API_LOG_LEVEL": "warning",
-            }
             print(f"{backend}: server over HTTP", flush=True)
-            serve(f"resnet-api/{backend}", [python, "-m", "resnet_api", "serve"], env, port)
+            serve(f"resnet-api/{backend}", SERVE_COMMAND, resnet_api_env(backend, weights, port), port)
             if backend == flask_after and not args.no_flask:
                 port = free_port()
                 print("flask baseline over HTTP", flush=True)
