@@ -101,6 +101,16 @@ def test_parallel_batches(backend: str, threads: int, asked: int, expected: int)
     assert parallel_batches(settings) == expected
 
 
+def recording(call: Any, note: Any) -> Any:
+    """`call`, which first passes its arguments to `note` (for monkeypatching a method or function to watch it)."""
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        note(*args, **kwargs)
+        return call(*args, **kwargs)
+
+    return recorded
+
+
 @pytest.mark.parametrize(("fold_bn", "sizes"), [(True, (1, 2, 3)), (False, (1, 3))])
 async def test_warm_up_runs_every_batch_size_only_where_a_new_size_costs_extra(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, fold_bn: bool, sizes: tuple[int, ...]
@@ -109,13 +119,11 @@ async def test_warm_up_runs_every_batch_size_only_where_a_new_size_costs_extra(
     from resnet_api.inference.backends.torch_backend import TorchBackend
 
     seen: set[tuple[int, int | None]] = set()
-    run = TorchBackend.run
 
-    def recording(self: TorchBackend, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def note(self: TorchBackend, batch: np.ndarray, threads: int | None = None) -> None:
         seen.add((len(batch), threads))
-        return run(self, batch, threads)
 
-    monkeypatch.setattr(TorchBackend, "run", recording)
+    monkeypatch.setattr(TorchBackend, "run", recording(TorchBackend.run, note))
     update = {"torch_threads": 2, "parallel_batches": 2, "max_batch_size": 6, "torch_fold_bn": fold_bn}
     service = InferenceService(settings.model_copy(update=update))
     await service.start()
@@ -138,13 +146,12 @@ async def test_memory_is_released_before_what_requests_run_is_paged_back_in(
     decode_threads: set[str] = set()
 
     def record(name: str, call: Any) -> Any:
-        def recorded(*args: Any, **kwargs: Any) -> Any:
+        def note(*_: Any, **__: Any) -> None:
             events.append(name)
             if name == "decode":
                 decode_threads.add(threading.current_thread().name)
-            return call(*args, **kwargs)
 
-        return recorded
+        return recording(call, note)
 
     monkeypatch.setattr(memory, "page_out_shared_libraries", record("page out", memory.page_out_shared_libraries))
     monkeypatch.setattr(memory, "release_free_memory", record("trim", memory.release_free_memory))
