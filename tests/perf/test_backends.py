@@ -7,11 +7,13 @@ the features themselves and the probabilities. Thresholds per backend:
 | torch (BN folded)  | >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
 | onnxruntime fp32   | >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
 | openvino fp32      | >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
-| int8               | >= 0.999      | >= 60%          | 100%                     | <= 0.05                     | (not bounded)          |
+| int8               | >= 0.9995     | >= 80%          | 100%                     | <= 0.01                     | <= 0.5                 |
 
-int8 is loose on purpose: these are untrained random weights, whose 1000 logits are nearly tied, so a
+int8 is looser on purpose: these are untrained random weights, whose 1000 logits are nearly tied, so a
 small quantization error flips the top-1 far more often than it would with trained weights; and the
-default calibration set is generated, not real photos.
+default calibration set is generated, not real photos. Measured on these 16 images: cosine 0.99988, top-1
+100 %, probabilities within 1.7e-3, features within 0.16 (with the head quantized too, before the int8
+recipe kept it fp32: 0.99968, 75 %, 2.6e-2 and 0.99).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ THRESHOLDS = {
     "torch": EXACT,
     "onnxruntime": EXACT,
     "openvino": EXACT,
-    "int8": Threshold(cosine=0.999, top1=0.6, top5=1.0, prob_abs=0.05, feat_abs=float("inf")),
+    "int8": Threshold(cosine=0.9995, top1=0.8, top5=1.0, prob_abs=0.01, feat_abs=0.5),
 }
 
 
@@ -115,9 +117,12 @@ def test_backend_agrees_with_eager_torch(
     assert top5 >= limit.top5, measured
     assert prob_abs <= limit.prob_abs, measured
     assert feat_abs <= limit.feat_abs, measured
+    # Probabilities are a softmax in float, not quantized levels: each row sums to 1, and the 1000 are distinct.
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert min(len(np.unique(row)) for row in probs) > 900, measured
     # Batch composition must not change an image's result (one image alone vs in a batch of 16).
     single_features, _ = backend.run(images[3:4])
-    np.testing.assert_allclose(single_features[0], features[3], atol=1e-4 if name != "int8" else 0.5)
+    np.testing.assert_allclose(single_features[0], features[3], atol=1e-4)
 
 
 def test_onnx_files_are_cached_by_weights_checksum(weights_file: Path, cache_dir: Path) -> None:

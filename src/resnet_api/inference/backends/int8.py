@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 # Bumped when the quantization recipe changes, so cached int8 files are rebuilt.
-RECIPE = "qdq-perchannel-u8s8-minmax-v1"
+RECIPE = "qdq-perchannel-u8s8-minmax-fp32head-v2"
 
 
 def generated_calibration_images(count: int, seed: int = 0) -> list[bytes]:
@@ -78,6 +78,12 @@ def calibration_arrays(folder: Path | None, limit: int) -> Iterator[np.ndarray]:
         yield preprocess.to_array(decoded.image)[None]
 
 
+QUANTIZED_OPS = ["Conv", "Relu", "Add", "MaxPool"]
+"""The convolutional trunk. The head (average pool, fc, softmax) stays fp32: quantized, its probabilities were
+multiples of 1/255 (most of the 1000 exactly 0 or tied, summing to 0.35-1.0) and its features had 85 distinct
+values, and it was no faster (0.24 vs 0.29 ms per batch of 4, beside 96-147 ms of convolutions)."""
+
+
 def quantize(fp32_path: Path, out_path: Path, folder: Path | None, limit: int) -> None:
     """Static QDQ quantization: int8 weights per output channel, uint8 activations (the VNNI path), MinMax ranges."""
     from onnxruntime.quantization import (
@@ -108,5 +114,6 @@ def quantize(fp32_path: Path, out_path: Path, folder: Path | None, limit: int) -
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=QUANTIZED_OPS,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
