@@ -14,20 +14,16 @@ import argparse
 import base64
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import chromium  # noqa: E402
 from imagegen import photo_like  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+from liveserver import running_server  # noqa: E402
 
 MEASURE_JS = """async ({images, reps}) => {
   const blobs = images.map((b) => new Blob([Uint8Array.from(atob(b), (c) => c.charCodeAt(0))], {type: "image/jpeg"}));
@@ -64,26 +60,6 @@ MEASURE_JS = """async ({images, reps}) => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_ready(url: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"server at {url} not ready after {timeout} s")
-
-
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     return round(ordered[len(ordered) // 2], 1)
@@ -97,27 +73,14 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = {
-        **os.environ,
-        "RESNET_API_WEIGHTS": "random",
-        "RESNET_API_PORT": str(port),
-        "RESNET_API_LOG_LEVEL": "warning",
-    }
-    server = subprocess.Popen([sys.executable, "-m", "resnet_api", "serve"], env=env)
-    try:
-        wait_ready(url)
+    log = Path(tempfile.mkdtemp(prefix="ui-grid-")) / "server.log"
+    with running_server("random", log, log_level="warning") as server, sync_playwright() as pw:
         images = [base64.b64encode(photo_like(640, 480, seed=i)).decode() for i in range(args.images)]
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.goto(url)
-            raw = page.evaluate(MEASURE_JS, {"images": images, "reps": args.reps})
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        browser = chromium.launch(pw)
+        page = browser.new_page()
+        page.goto(server.base_url + "/")
+        raw = page.evaluate(MEASURE_JS, {"images": images, "reps": args.reps})
+        browser.close()
     result = {
         "images": args.images,
         "reps": args.reps,

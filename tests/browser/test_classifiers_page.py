@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import chromium
 from classifier_images import colour_image
 from imagegen import encode
 from liveserver import running_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)"),
+    pytest.mark.skipif(not chromium.CHROMIUM.exists(), reason=chromium.MISSING),
 ]
 
 LABELS = ("red", "green", "blue")
@@ -52,16 +51,7 @@ def test_teach_three_classes_classify_and_find_them_after_a_restart(weights_file
     data_dir, log = tmp_path / "data", tmp_path / "server.log"
 
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+        browser = chromium.launch(p)
         try:
             with server(weights_file, data_dir, log) as base:
                 page = browser.new_page()

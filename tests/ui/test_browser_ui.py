@@ -21,28 +21,16 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from playwright.sync_api import Browser, Page, Playwright, Request, sync_playwright
 
+import chromium
 from imagegen import encode
 from liveserver import running_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "test-results" / "ui"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"no Chromium at {CHROMIUM}: `apt-get install chromium` (scripts/test.sh does it when run as root)",
-    ),
+    pytest.mark.skipif(not chromium.CHROMIUM.exists(), reason=chromium.MISSING),
 ]
 
 
@@ -122,7 +110,7 @@ def playwright() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    browser = chromium.launch(playwright, *chromium.FAKE_CAMERA)
     yield browser
     browser.close()
 
