@@ -38,7 +38,25 @@ sys.path.insert(0, str(HERE))
 
 from loadgen import multipart_request, run_load  # noqa: E402
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "int8")
+BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-bf16", "int8")
+"""`openvino-bf16` is `openvino` with RESNET_API_OPENVINO_PRECISION=bf16 (the issue's OpenVINO figure ran bf16)."""
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def backend_settings(name: str) -> dict[str, str]:
+    """The settings that make a bench backend name: `openvino-bf16` is two of them."""
+    backend, _, precision = name.partition("-")
+    return {"backend": backend, **({"openvino_precision": precision} if precision else {})}
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The first CPU's flags in /proc/cpuinfo text."""
+    return set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+
+
+def default_backends(cpuinfo: str) -> list[str]:
+    """Every backend, but `openvino-bf16` only where the CPU has bf16: elsewhere OpenVINO runs it as fp32 again."""
+    return [b for b in BACKENDS if b != "openvino-bf16" or cpu_flags(cpuinfo) & set(BF16_FLAGS)]
 
 
 # -- images and weights ---------------------------------------------------------------------------
@@ -90,7 +108,7 @@ from resnet_api.inference.service import parallel_batches
 from resnet_api.settings import Settings
 
 args = json.loads(sys.argv[1])
-settings = Settings(weights=args["weights"], backend=args["backend"])
+settings = Settings(weights=args["weights"], **args["settings"])
 def load():
     from resnet_api.inference.model import load_state_dict_file
     return load_state_dict_file(Path(args["weights"]))
@@ -139,7 +157,7 @@ print(json.dumps(out))
 
 def ceiling(python: str, backend: str, weights: Path, images: dict[str, Path], quick: bool) -> dict[str, Any]:
     args = {
-        "backend": backend,
+        "settings": backend_settings(backend),
         "weights": str(weights),
         "images": {k: str(v) for k, v in images.items()},
         "batch_sizes": [1, 8] if quick else [1, 4, 8, 16],
@@ -270,10 +288,10 @@ async def measure(
 
 
 def resnet_api_env(backend: str, weights: Path, port: int, log_level: str = "warning") -> dict[str, str]:
-    """The environment of `python -m resnet_api serve` for a bench run: default settings but these four."""
+    """The environment of `python -m resnet_api serve` for a bench run: default settings but these."""
     return {
         **os.environ,
-        "RESNET_API_BACKEND": backend,
+        **{f"RESNET_API_{key.upper()}": value for key, value in backend_settings(backend).items()},
         "RESNET_API_WEIGHTS": str(weights),
         "RESNET_API_PORT": str(port),
         "RESNET_API_LOG_LEVEL": log_level,
@@ -348,13 +366,17 @@ def torch_loaded(pid: int) -> bool:
 
 def cpu_features(cpuinfo: str) -> str:
     """The instruction sets that decide fp32, bf16 and int8 speed here (the same CPU model name can differ)."""
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    flags = cpu_flags(cpuinfo)
     wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"]
     return " ".join(flag for flag in wanted if flag in flags) or "no AVX2"
 
 
+def read_cpuinfo() -> str:
+    return Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+
+
 def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpuinfo = read_cpuinfo()
     cpu = next(
         (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
         platform.processor(),
@@ -474,7 +496,11 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated resnet-api backends")
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help=f"comma-separated, from {', '.join(BACKENDS)} (default: all; openvino-bf16 only on a CPU with bf16)",
+    )
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
@@ -488,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.backends, args.concurrency, args.duration, args.warmup, args.idle = "onnxruntime", "1,8", 1.5, 0.5, 1.0
+    if args.backends is None:
+        args.backends = ",".join(default_backends(read_cpuinfo()))
     args.backends = [b for b in args.backends.split(",") if b]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     unknown = set(args.backends) - set(BACKENDS)

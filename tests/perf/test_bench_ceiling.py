@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -49,3 +50,20 @@ def test_report_shows_the_rounds_behind_each_ceiling() -> None:
     table = bench_run.markdown(report)
     assert "measured in 3 rounds" in table
     assert "| int8 | int8 | 451x300 | 25.0 | 24.0-26.5 | 4 | 41.0 |" in table
+
+
+AVX2_ONLY = "model name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n"
+SAPPHIRE_RAPIDS = "model name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile\n"
+
+
+def test_openvino_bf16_is_benchmarked_by_default_only_where_the_cpu_has_bf16() -> None:
+    assert "openvino-bf16" not in bench_run.default_backends(AVX2_ONLY)
+    assert bench_run.default_backends(SAPPHIRE_RAPIDS) == ["torch", "onnxruntime", "openvino", "openvino-bf16", "int8"]
+
+
+def test_openvino_bf16_serves_openvino_at_bf16() -> None:
+    env = bench_run.resnet_api_env("openvino-bf16", Path("w.pth"), 8000)
+    assert (env["RESNET_API_BACKEND"], env["RESNET_API_OPENVINO_PRECISION"]) == ("openvino", "bf16")
+    plain = bench_run.resnet_api_env("openvino", Path("w.pth"), 8000)
+    assert plain["RESNET_API_BACKEND"] == "openvino"
+    assert plain.get("RESNET_API_OPENVINO_PRECISION") == os.environ.get("RESNET_API_OPENVINO_PRECISION")
