@@ -375,7 +375,28 @@ def read_cpuinfo() -> str:
     return Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
 
 
-def machine() -> dict[str, Any]:
+RESNET18_GFLOP = 3.64
+"""Multiply-adds of one 224x224 forward, counted as two operations each (1.82 GMAC), the convolutions nearly all."""
+
+SGEMM_CODE = """
+import time, torch
+torch.set_num_threads(1)
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+a @ b
+rates = []
+for _ in range(5):
+    started = time.perf_counter(); a @ b; rates.append(2 * 2048**3 / (time.perf_counter() - started) / 1e9)
+print(max(rates))
+"""
+
+
+def sgemm_gflops(python: str) -> float:
+    """fp32 matrix-multiply GFLOP/s on one core (MKL through torch): about what a convolution can reach there."""
+    out = subprocess.run([python, "-c", SGEMM_CODE], capture_output=True, text=True, timeout=120, check=True)
+    return round(float(out.stdout.strip().splitlines()[-1]), 1)
+
+
+def machine(python: str = sys.executable) -> dict[str, Any]:
     cpuinfo = read_cpuinfo()
     cpu = next(
         (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
@@ -385,6 +406,7 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cpu_features": cpu_features(cpuinfo),
         "cpus_usable": len(os.sched_getaffinity(0)),
+        "sgemm_gflops_per_core": sgemm_gflops(python),
         "python": platform.python_version(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -404,6 +426,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['cpu']} ({m['cpu_features']}), {m['cpus_usable']} usable CPUs, "
         f"Python {m['python']}, {m['date']}; "
         f"load average at start {m['load_average_at_start']} (other processes were running).",
+        f"fp32 matrix multiply: {m['sgemm_gflops_per_core']} GFLOP/s per core, so an fp32 ResNet-18 forward "
+        f"({RESNET18_GFLOP} GFLOP per image) cannot exceed "
+        f"{m['sgemm_gflops_per_core'] * m['cpus_usable'] / RESNET18_GFLOP:.0f} img/s on these {m['cpus_usable']} CPUs.",
         f"Command: `{report['command']}`",
         "",
         f"**In-process ceiling** (decode + preprocess + forward, best batch size; for `torch` also as several batches at once, as the server runs them; every configuration measured in {rounds_taken(report)} rounds taken in turn, the ceiling is the best median):",

@@ -41,6 +41,7 @@ def test_report_shows_the_rounds_behind_each_ceiling() -> None:
             "python": "3.11",
             "date": "2026-12-02 00:00 UTC",
             "load_average_at_start": [0.0, 0.0, 0.0],
+            "sgemm_gflops_per_core": 60.0,
         },
         "command": "scripts/bench.sh",
         "ceilings": [{"backend": "int8", "precision": "int8", "images": {"451x300": image}}],
@@ -50,6 +51,9 @@ def test_report_shows_the_rounds_behind_each_ceiling() -> None:
     table = bench_run.markdown(report)
     assert "measured in 3 rounds" in table
     assert "| int8 | int8 | 451x300 | 25.0 | 24.0-26.5 | 4 | 41.0 |" in table
+    # 60 GFLOP/s per core x 2 cores / 3.64 GFLOP per image: the fp32 bound the machine line states
+    assert "60.0 GFLOP/s per core" in table
+    assert "cannot exceed 33 img/s on these 2 CPUs" in table
 
 
 AVX2_ONLY = "model name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n"

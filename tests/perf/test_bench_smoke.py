@@ -40,6 +40,7 @@ def test_quick_bench_writes_table_and_chart(tmp_path: Path) -> None:
     assert report["servers"]["resnet-api/onnxruntime"]["torch_loaded"] is False
     assert 0 < report["servers"]["resnet-api/onnxruntime"]["rss_idle_mb"] < 2000
     assert report["machine"]["cpu_features"]  # the same CPU model name can mean AVX2 or AVX-512 + VNNI
+    assert report["machine"]["sgemm_gflops_per_core"] > 1
     assert report["ceilings"][0]["images"]["451x300"]["ceiling"] > 0
     table = (tmp_path / "results.md").read_text()
     assert "| resnet-api/onnxruntime | 451x300 | 8 |" in table
