@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     """Idle keep-alive connections are closed after this long."""
 
     max_form_fields: int = Field(default=8, ge=0, le=1000)
-    """Most non-file fields in one multipart request (more get 400 `invalid_form`)."""
+    """Most non-file fields in one multipart request (more get 400 `invalid_form`); training requests also get one `labels` field per image they may send."""
 
     max_form_part_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * MiB)
     """Largest non-file multipart field (larger ones get 400 `invalid_form`)."""

@@ -139,6 +139,7 @@ async def test_add_examples_delete_and_errors(fs_settings: Settings) -> None:
         too_many = await client.post("/v1/classifiers", **multipart(training_set(11), "x"))
         assert too_many.status_code == 413
         assert too_many.json()["code"] == "too_many_files"
+        assert "RESNET_API_MAX_CLASSIFIER_IMAGES" in too_many.json()["detail"]
 
         not_image = await client.post(
             "/v1/classifiers",
@@ -252,3 +253,32 @@ async def test_json_bodies_with_base64_images_grouped_by_label(fs_settings: Sett
         no_name = await client.post("/v1/classifiers", **multipart(training_set(1)))
         assert no_name.status_code == 422
         assert no_name.json()["errors"][0]["loc"] == ["body", "name"]
+
+
+async def test_training_forms_are_parsed_under_the_form_limits(fs_settings: Settings) -> None:
+    """The multipart parser's limits hold here as on the prediction routes: text fields (one `labels` per allowed
+    file, plus RESNET_API_MAX_FORM_FIELDS), their size (RESNET_API_MAX_FORM_PART_BYTES) and the file count."""
+    async with running(fs_settings) as client:
+        fields_allowed = fs_settings.max_form_fields + fs_settings.max_classifier_images
+        body = multipart(training_set(2), "x")
+        body["data"]["note"] = ["x"] * fields_allowed  # type: ignore[index]
+        too_many_fields = await client.post("/v1/classifiers", **body)
+        assert too_many_fields.status_code == 400, too_many_fields.text
+        assert too_many_fields.json()["code"] == "invalid_form"
+
+        huge_name = await client.post("/v1/classifiers", **multipart(training_set(2), "x" * 70_000))
+        assert huge_name.status_code == 400
+        assert huge_name.json()["code"] == "invalid_form"
+
+        files = [("files", ("a.png", colour_image("red", 1), "image/png"))] * (fs_settings.max_classifier_images + 1)
+        too_many_files = await client.post("/v1/classifiers", data={"name": "x", "labels": ["red"]}, files=files)
+        assert too_many_files.status_code == 413
+        problem = too_many_files.json()
+        assert problem["code"] == "too_many_files"
+        assert f"more than {fs_settings.max_classifier_images} images sent" in problem["detail"]
+
+        # Within the limits, a training set with more labels than RESNET_API_MAX_FORM_FIELDS alone allows.
+        many_labels = multipart(training_set(4), "colours")
+        assert len(many_labels["data"]["labels"]) > fs_settings.max_form_fields  # type: ignore[index]
+        assert (await client.post("/v1/classifiers", **many_labels)).status_code == 201
+        assert (await client.get("/livez")).status_code == 200

@@ -146,11 +146,18 @@ async def image_data(request: Request, settings: SettingsDep) -> bytes:
         await form.close()
 
 
-async def read_form(request: Request, settings: Settings) -> FormData:
-    """The multipart form, parsed under the form limits (more gets 400 `invalid_form`, too many files 413)."""
+async def read_form(
+    request: Request, settings: Settings, *, max_files: int | None = None, text_fields_per_file: int = 0
+) -> FormData:
+    """The multipart form, parsed under the form limits (more gets 400 `invalid_form`, too many files 413).
+
+    `max_files` defaults to the batch limit; `text_fields_per_file` allows that many more text fields per allowed
+    file (the classifier routes send one `labels` field per file).
+    """
+    files = settings.max_batch_files if max_files is None else max_files
     return await request.form(
-        max_files=settings.max_batch_files,
-        max_fields=settings.max_form_fields,
+        max_files=files,
+        max_fields=settings.max_form_fields + text_fields_per_file * files,
         max_part_size=settings.max_form_part_bytes,
     )
 

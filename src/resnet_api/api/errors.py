@@ -82,6 +82,7 @@ ERROR_DESCRIPTIONS = {
     413: "File or request too large, or too many pixels",
     415: "Not an image, an unsupported format, or a request body that is neither multipart nor JSON",
     422: "Invalid parameters, missing file, malformed JSON body, or a limit reached",
+    500: "A custom classifier's files could not be written (`storage_failed`)",
     503: "Overloaded or not ready: retry after the Retry-After header",
 }
 # One example body per status, so generated clients and the docs show what each error looks like.
@@ -106,6 +107,11 @@ ERROR_EXAMPLES: dict[int, tuple[str, str, str]] = {
         "not a recognised image: send a JPEG, PNG, GIF, WebP or BMP file",
     ),
     422: ("validation_error", "Invalid request", "query.top_k: Input should be less than or equal to 1000"),
+    500: (
+        "storage_failed",
+        "Storage failed",
+        "could not write classifier files under /var/lib/resnet-api: set RESNET_API_DATA_DIR to a writable directory",
+    ),
     503: ("overloaded", "Service overloaded", "the queue is full (128 images waiting): retry shortly"),
 }
 

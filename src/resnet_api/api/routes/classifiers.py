@@ -9,6 +9,7 @@ from typing import Annotated, Protocol
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from resnet_api.api.classifier_schemas import (
     AccuracyOut,
@@ -24,7 +25,15 @@ from resnet_api.api.classifier_schemas import (
     SkippedOut,
     TrainingOut,
 )
-from resnet_api.api.deps import ClassifiersDep, DecodedSource, SettingsDep, form_uploads, parse_json, request_kind
+from resnet_api.api.deps import (
+    ClassifiersDep,
+    DecodedSource,
+    SettingsDep,
+    form_uploads,
+    parse_json,
+    read_form,
+    request_kind,
+)
 from resnet_api.api.errors import error_responses
 from resnet_api.api.openapi import alternative_bodies
 from resnet_api.inference.classifiers import Classifier, ClassifierRegistry, Example
@@ -78,7 +87,7 @@ def classify_with(service: InferenceService, registry: ClassifierRegistry, class
     ),
     status_code=201,
     response_model=ClassifierOut,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 500, 503),
     openapi_extra=alternative_bodies(ClassifierUpload, ClassifierJSON),
 )
 async def create_classifier(
@@ -92,7 +101,13 @@ async def create_classifier(
     return classifier_out(item)
 
 
-@router.get("", operation_id="list_classifiers", summary="All custom classifiers", response_model=ClassifierList)
+@router.get(
+    "",
+    operation_id="list_classifiers",
+    summary="All custom classifiers",
+    response_model=ClassifierList,
+    responses=error_responses(401, 503),
+)
 async def list_classifiers(registry: ClassifiersDep) -> ClassifierList:
     limits = registry.limits
     return ClassifierList(
@@ -112,7 +127,7 @@ async def list_classifiers(registry: ClassifiersDep) -> ClassifierList:
     operation_id="get_classifier",
     summary="One custom classifier",
     response_model=ClassifierOut,
-    responses=error_responses(404, 422),
+    responses=error_responses(401, 404, 422, 503),
 )
 async def get_classifier(classifier_id: str, registry: ClassifiersDep) -> ClassifierOut:
     return classifier_out(registry.get(classifier_id))
@@ -123,7 +138,7 @@ async def get_classifier(classifier_id: str, registry: ClassifiersDep) -> Classi
     operation_id="add_classifier_examples",
     summary="Add examples (to existing or new labels) and retrain",
     response_model=ClassifierOut,
-    responses=error_responses(400, 404, 409, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 404, 408, 409, 413, 415, 422, 500, 503),
     openapi_extra=alternative_bodies(ExamplesUpload, ExamplesJSON),
 )
 async def add_examples(
@@ -141,7 +156,7 @@ async def add_examples(
     summary="Delete a custom classifier and its files",
     status_code=204,
     response_class=Response,
-    responses=error_responses(404, 422),
+    responses=error_responses(401, 404, 422, 500, 503),
 )
 async def delete_classifier(classifier_id: str, registry: ClassifiersDep) -> Response:
     await registry.delete(classifier_id)
@@ -175,7 +190,12 @@ async def _training_body(
         _check_count(len(pairs), settings)
         examples = [Example(label, await src.read(limit), src.filename) for label, src in pairs]
         return TrainingBody(body.name if isinstance(body, ClassifierJSON) else None, examples)
-    form = await request.form()
+    try:
+        form = await read_form(request, settings, max_files=settings.max_classifier_images, text_fields_per_file=1)
+    except StarletteHTTPException as exc:  # the parser stopped at the file limit: the route's own answer
+        if str(exc.detail).startswith("Too many files"):
+            raise _too_many(f"more than {settings.max_classifier_images}", settings) from exc
+        raise
     try:
         name = _text_fields(form, "name")[0] if with_name else None
         files = form_uploads(form, "files")
@@ -202,10 +222,14 @@ def _text_fields(form: FormData, field: str) -> list[str]:
 
 def _check_count(count: int, settings: Settings) -> None:
     if count > settings.max_classifier_images:
-        raise TooManyFiles(
-            f"{count} images sent; at most {settings.max_classifier_images} per request "
-            "(RESNET_API_MAX_CLASSIFIER_IMAGES): add the rest with POST /v1/classifiers/{id}/examples"
-        )
+        raise _too_many(str(count), settings)
+
+
+def _too_many(sent: str, settings: Settings) -> TooManyFiles:
+    return TooManyFiles(
+        f"{sent} images sent; at most {settings.max_classifier_images} per request "
+        "(RESNET_API_MAX_CLASSIFIER_IMAGES): add the rest with POST /v1/classifiers/{id}/examples"
+    )
 
 
 def classifier_out(item: Classifier) -> ClassifierOut:
