@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api import __version__
@@ -98,7 +99,9 @@ def create_app(
             app.state.service = None
             app.state.classifiers = None
 
-    app = FastAPI(
+    # Swagger UI at /docs and ReDoc at /redoc from files in the fastapi-offline package (mounted at
+    # /static-offline-docs), where FastAPI's own pages would load them from a CDN: they work offline.
+    app = FastAPIOffline(
         title="resnet-api",
         version=__version__,
         summary="ImageNet classification with ResNet-18 on CPUs",

@@ -430,3 +430,23 @@ def test_page_round_trip_is_recorded(page: Page, images: list[Path]) -> None:
     assert all(0 < t < 30_000 for t in times)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "round-trip.json").write_text(json.dumps({"one_image_round_trip_ms": times}) + "\n")
+
+
+REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+"""ReDoc's "API docs by Redocly" footer image: the one outside fetch, cosmetic (offline it is a missing icon)."""
+
+
+@pytest.mark.parametrize(("path", "rendered"), [("docs", ".swagger-ui .info .title"), ("redoc", ".redoc-wrap h1")])
+def test_api_docs_render_offline(browser: Browser, server: str, watch: Watch, path: str, rendered: str) -> None:
+    """Swagger UI and ReDoc come from this server (fastapi-offline's files), not a CDN the offline machine lacks."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
+    page.on("request", watch.request)
+    page.goto(server + path)
+    page.wait_for_selector(rendered, timeout=20_000)
+    assert "resnet-api" in page.inner_text(rendered)
+    shot(page, f"api-{path}")
+    ctx.close()
+    assert [url for url in watch.foreign if url != REDOCLY_LOGO] == [], "the docs page fetched from another host"
+    assert watch.errors == []
