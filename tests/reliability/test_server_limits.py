@@ -33,6 +33,21 @@ def _read_response(sock: socket.socket, timeout: float) -> bytes:
     return data
 
 
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes the connection within `within` seconds (reads and drops anything else)."""
+    sock.settimeout(within)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if not sock.recv(65536):
+                return True
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+    return False
+
+
 def _headers(head: bytes) -> dict[str, str]:
     lines = head.decode("latin-1").split("\r\n")[1:]
     return {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
@@ -60,11 +75,15 @@ def test_chunked_body_over_the_limit_is_refused_while_streaming(shared_server: S
         except OSError:
             pass  # the server answered and closed while we were still sending: that is the point
         data = _read_response(sock, 10)
+        closed = _closed_by_server(sock, 3)
     assert _status(data) == 413
     head, _, body = data.partition(b"\r\n\r\n")
     assert json.loads(body)["code"] == "payload_too_large"
     assert "x-request-id" in _headers(head)
     assert sent <= 4 * SHARED_MAX_REQUEST_BYTES
+    # The rest of the body is never read: the answer says so and the server hangs up.
+    assert _headers(head).get("connection") == "close"
+    assert closed
 
 
 def test_stalled_upload_gets_408_after_the_body_timeout(shared_server: ServerProcess) -> None:
@@ -76,8 +95,12 @@ def test_stalled_upload_gets_408_after_the_body_timeout(shared_server: ServerPro
         )
         data = _read_response(sock, SHARED_BODY_TIMEOUT_S + 20)
         elapsed = time.monotonic() - started
+        closed = _closed_by_server(sock, 3)  # at once, not after the keep-alive timeout (5 s)
     assert _status(data) == 408
-    assert json.loads(data.partition(b"\r\n\r\n")[2])["code"] == "request_timeout"
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert json.loads(body)["code"] == "request_timeout"
+    assert _headers(head).get("connection") == "close"
+    assert closed
     assert SHARED_BODY_TIMEOUT_S - 0.5 <= elapsed < SHARED_BODY_TIMEOUT_S + 15
 
 

@@ -54,9 +54,10 @@ class BodySizeLimit:
         body_done = False
         deadline: float | None = None
         started = False
+        refused = False  # the body was cut off: whoever answers, the connection must close after the answer
 
         async def limited_receive() -> Message:
-            nonlocal seen, body_done, deadline
+            nonlocal seen, body_done, deadline, refused
             if body_done or self.timeout_s is None:
                 message = await receive()  # after the body, receive() only reports a disconnect: no timeout
             else:
@@ -65,10 +66,12 @@ class BodySizeLimit:
                 try:
                     message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
                 except TimeoutError:
+                    refused = True
                     raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    refused = True
                     raise BodyTooLarge(self.max_bytes)
                 body_done = not message.get("more_body", False)
             return message
@@ -77,6 +80,8 @@ class BodySizeLimit:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if refused:  # answered by the app's error handler: still, do not read (or wait for) the rest
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
         try:
