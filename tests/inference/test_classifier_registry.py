@@ -164,6 +164,20 @@ async def test_retrains_of_one_classifier_are_serialised(tmp_path: Path) -> None
     await registry.close()
 
 
+async def test_requests_for_unknown_ids_leave_no_per_classifier_state(tmp_path: Path) -> None:
+    """Anyone may send DELETE or add-examples for made-up ids: each gets a 404, and memory must not grow with them."""
+    registry = await open_registry(tmp_path)
+    item = await registry.create("x", examples("ab"))
+    await registry.add_examples(item.id, examples("ab", per_label=1, seed=1))
+    for i in range(200):
+        with pytest.raises(ClassifierNotFound):
+            await registry.delete(f"nope{i}")
+        with pytest.raises(ClassifierNotFound):
+            await registry.add_examples(f"nope{i}", examples("ab", per_label=1))
+    assert set(registry._id_locks) <= {item.id}  # the per-id locks (private): only real classifiers have one
+    await registry.close()
+
+
 async def test_delete_waits_for_a_retrain_then_removes_everything(tmp_path: Path) -> None:
     registry = await open_registry(tmp_path, FakeEmbedder(delay=0.01))
     item = await registry.create("x", examples("ab"))

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
+import threading
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel, field_validator
+from starlette.requests import Request
 
 from imagegen import photo_like
+from resnet_api.api.deps import JSON_ON_LOOP_BYTES, parse_json
 
 LIMIT = 256 * 1024  # RESNET_API_MAX_UPLOAD_BYTES of the interop server
 
@@ -114,3 +119,45 @@ def test_json_batch_obeys_the_file_count_limit(http: httpx.Client) -> None:
     answer = http.post("/v1/predict/batch", json={"images": [{"image": tiny}] * 33})  # default max is 32
     assert answer.status_code == 413
     assert answer.json()["code"] == "too_many_files"
+
+
+def test_an_empty_json_batch_is_refused_like_an_empty_multipart_one(http: httpx.Client) -> None:
+    answer = http.post("/v1/predict/batch", json={"images": []})
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["code"] == "validation_error"
+    assert ["body", "images"] in [e["loc"] for e in problem["errors"]]
+
+
+class ThreadRecorder(BaseModel):
+    """A body model that notes which thread validated it."""
+
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def note_thread(cls, value: str) -> str:
+        VALIDATED_ON.append(threading.current_thread().name)
+        return value
+
+
+VALIDATED_ON: list[str] = []
+
+
+async def test_large_json_bodies_are_validated_off_the_event_loop() -> None:
+    """Base64 decoding of a big body would stall every other request and the probes if it ran on the loop."""
+
+    def request_with(body: bytes) -> Request:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return Request({"type": "http", "method": "POST", "headers": []}, receive)
+
+    loop_thread = threading.current_thread().name
+    VALIDATED_ON.clear()
+    small = json.dumps({"text": "x"}).encode()
+    large = json.dumps({"text": "x" * (JSON_ON_LOOP_BYTES + 1)}).encode()
+    assert (await parse_json(request_with(small), ThreadRecorder)).text == "x"
+    assert len((await parse_json(request_with(large), ThreadRecorder)).text) == JSON_ON_LOOP_BYTES + 1
+    assert VALIDATED_ON[0] == loop_thread
+    assert VALIDATED_ON[1] != loop_thread

@@ -322,4 +322,4 @@ class BatchJSON(BaseModel):
         },
     )
 
-    images: list[ImageJSON] = Field(description="The images, in order")
+    images: list[ImageJSON] = Field(min_length=1, description="The images, in order (at least one, as for multipart)")

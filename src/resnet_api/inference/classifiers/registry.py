@@ -234,6 +234,7 @@ class ClassifierRegistry:
         return item
 
     async def _add_examples(self, classifier_id: str, examples: Sequence[Example], l2: float | None) -> Classifier:
+        self.usable(classifier_id)  # an unknown id gets its 404 before a lock is made for it (and kept)
         async with self._id_lock(classifier_id):
             current = self.usable(classifier_id)
             m = current.manifest
@@ -256,6 +257,7 @@ class ClassifierRegistry:
         return item
 
     async def _delete(self, classifier_id: str) -> None:
+        self.get(classifier_id)  # as above: requests for ids that never existed leave nothing behind
         async with self._id_lock(classifier_id):
             self.get(classifier_id)
             await asyncio.to_thread(self._store.delete, classifier_id)
