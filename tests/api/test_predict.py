@@ -245,3 +245,22 @@ async def test_full_queue_answers_503_with_retry_after(settings: Settings) -> No
 async def test_unknown_path_uses_the_problem_shape(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/v1/nope"), 404, "not_found")
     assert_problem(await client.get("/v1/predict"), 405, "method_not_allowed")
+
+
+async def test_a_batch_is_admitted_whole_or_refused_whole(settings: Settings) -> None:
+    """More images than the service has room for: one 503 with Retry-After, not a 200 with the tail refused."""
+    app = create_app(settings.model_copy(update={"max_queue_size": 3}))
+    async with (
+        LifespanManager(app, startup_timeout=60) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
+    ):
+        never_fits = await c.post("/v1/predict/batch", files=[("files", jpeg_file(seed=i)) for i in range(4)])
+        assert_problem(never_fits, 413, "too_many_files")  # more than the service ever admits: no point retrying
+        three = [("files", jpeg_file(seed=i)) for i in range(3)]
+        with app.state.service._admit():  # one image in the service (held here): no room for three
+            busy = await c.post("/v1/predict/batch", files=three)
+        assert_problem(busy, 503, "overloaded")
+        assert int(busy.headers["retry-after"]) >= 1
+        fits = await c.post("/v1/predict/batch", files=three)
+        assert fits.status_code == 200
+        assert [r["ok"] for r in fits.json()["results"]] == [True, True, True]

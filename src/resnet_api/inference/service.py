@@ -351,6 +351,22 @@ class InferenceService:
     def _more_coming(self) -> int:
         return self._decoding
 
+    def check_room(self, images: int) -> None:
+        """Refuse a request of several images at once (`Overloaded`) unless all of them fit in the service now.
+
+        A batch admitted image by image would have its tail refused one by one inside a 200, where clients and
+        proxies that retry a 503 do not look. Only a check: concurrent requests can still take the room first.
+        """
+        if not self.is_ready:
+            raise NotReady("the service is not ready or is shutting down: retry shortly")
+        limit = self.settings.max_queue_size
+        if self._admitted + images > limit:
+            self.metrics.images.labels(outcome=Overloaded.code).inc(images)
+            raise Overloaded(
+                f"{self._admitted} images are already being served and this request brings {images} "
+                f"(RESNET_API_MAX_QUEUE_SIZE {limit}): retry shortly"
+            )
+
     @contextlib.contextmanager
     def _admit(self) -> Iterator[float]:
         """Bound the images in the service (decoding, queued, running); yields the image's deadline."""

@@ -77,7 +77,8 @@ async def predict(
     summary="Classify several images in one request",
     description=(
         'Send the images as repeated multipart fields `files`, or as JSON `{"images": [{"image": "<base64>"}]}`. '
-        "Results come back in the order of the images; a bad image gets its own error and the others still run."
+        "Results come back in the order of the images; a bad image gets its own error and the others still run. "
+        "When the service has no room for all the images now, the whole request gets 503 with Retry-After."
     ),
     response_model=BatchResponse,
     responses=error_responses(400, 401, 404, 408, 409, 413, 415, 422, 503),
@@ -99,6 +100,12 @@ async def predict_batch(
         raise TooManyFiles(
             f"{len(files)} files sent; at most {settings.max_batch_files} per request (RESNET_API_MAX_BATCH_FILES)"
         )
+    if len(files) > settings.max_queue_size:  # could never be admitted whole: not worth a retry
+        raise TooManyFiles(
+            f"{len(files)} files sent; this service takes at most {settings.max_queue_size} images at once "
+            "(RESNET_API_MAX_QUEUE_SIZE)"
+        )
+    service.check_room(len(files))  # all of the batch, or a 503 with Retry-After for the whole request
 
     async def one(index: int, upload: ImageSource) -> BatchItem:
         try:
