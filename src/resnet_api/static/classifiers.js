@@ -344,6 +344,7 @@ async function addExamples(event) {
   try {
     const response = await fetch(`/v1/classifiers/${encodeURIComponent(id)}/examples`, { method: "POST", body: form });
     const body = await response.json().catch(() => null);
+    clearInterval(timer); // before the answer is shown: a late tick would overwrite it with "Embedding…"
     if (!response.ok) {
       setStatus(status, problemText(body, response.status), "error");
       return;
