@@ -7,7 +7,8 @@ the features themselves and the probabilities. Thresholds per backend:
 | torch (BN folded)  | >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
 | onnxruntime fp32   | >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
 | openvino fp32      | >= 0.999999   | 100%            | 100%                     | <= 1e-6                     | <= 1e-4                |
-| int8, openvino bf16 | >= 0.9995    | >= 80%          | 100%                     | <= 0.01                     | <= 0.5                 |
+| int8               | >= 0.9995     | >= 80%          | 100%                     | <= 0.01                     | <= 0.5                 |
+| openvino bf16      | >= 0.9995     | >= 80%          | 100%                     | <= 0.01                     | <= 0.5                 |
 
 int8 is looser on purpose: these are untrained random weights, whose 1000 logits are nearly tied, so a
 small quantization error flips the top-1 far more often than it would with trained weights; and the
@@ -45,11 +46,19 @@ class Threshold:
     top5: float
     prob_abs: float
     feat_abs: float
+    batch_abs: float = 1e-4  # features of one image alone vs in a batch of 16
+    prob_sum_abs: float = 1e-5  # each row of probabilities sums to 1
+    distinct_probs: int = 900  # of the 1000 in a row: a float softmax, not quantized levels
 
 
 EXACT = Threshold(cosine=0.999999, top1=1.0, top5=1.0, prob_abs=1e-6, feat_abs=1e-4)
-REDUCED = Threshold(cosine=0.9995, top1=0.8, top5=1.0, prob_abs=0.01, feat_abs=0.5)
-THRESHOLDS = {"fp32": EXACT, "int8": REDUCED, "bf16": REDUCED}  # by the precision the backend reports
+INT8 = Threshold(cosine=0.9995, top1=0.8, top5=1.0, prob_abs=0.01, feat_abs=0.5)  # batch vs alone: measured identical
+BF16 = Threshold(
+    cosine=0.9995, top1=0.8, top5=1.0, prob_abs=0.01, feat_abs=0.5, batch_abs=0.05, prob_sum_abs=0.01, distinct_probs=0
+)
+"""Not run yet (no BF16 CPU here): OpenVINO may round its outputs to bf16 and choose kernels by batch size, so the
+last three checks only catch gross errors."""
+THRESHOLDS = {"fp32": EXACT, "int8": INT8, "bf16": BF16}  # by the precision the backend reports
 CASES = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("int8", "fp32")]
 """(backend, RESNET_API_OPENVINO_PRECISION): every backend, and OpenVINO at both precisions."""
 
@@ -132,11 +141,11 @@ def test_backend_agrees_with_eager_torch(
     assert prob_abs <= limit.prob_abs, measured
     assert feat_abs <= limit.feat_abs, measured
     # Probabilities are a softmax in float, not quantized levels: each row sums to 1, and the 1000 are distinct.
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert min(len(np.unique(row)) for row in probs) > 900, measured
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=limit.prob_sum_abs)
+    assert min(len(np.unique(row)) for row in probs) > limit.distinct_probs, measured
     # Batch composition must not change an image's result (one image alone vs in a batch of 16).
     single_features, _ = backend.run(images[3:4])
-    np.testing.assert_allclose(single_features[0], features[3], atol=1e-4)
+    np.testing.assert_allclose(single_features[0], features[3], atol=limit.batch_abs)
 
 
 def test_onnx_files_are_cached_by_weights_checksum(weights_file: Path, cache_dir: Path) -> None:
