@@ -362,21 +362,16 @@ class InferenceService:
         limit = self.settings.max_queue_size
         if self._admitted + images > limit:
             self.metrics.images.labels(outcome=Overloaded.code).inc(images)
+            brings = f" and this request brings {images}" if images > 1 else ""
             raise Overloaded(
-                f"{self._admitted} images are already being served and this request brings {images} "
-                f"(RESNET_API_MAX_QUEUE_SIZE {limit}): retry shortly"
+                f"{self._admitted} images are already being served{brings} (RESNET_API_MAX_QUEUE_SIZE {limit}): "
+                "retry shortly"
             )
 
     @contextlib.contextmanager
     def _admit(self) -> Iterator[float]:
         """Bound the images in the service (decoding, queued, running); yields the image's deadline."""
-        if not self.is_ready:
-            raise NotReady("the service is not ready or is shutting down: retry shortly")
-        if self._admitted >= self.settings.max_queue_size:
-            self.metrics.images.labels(outcome=Overloaded.code).inc()
-            raise Overloaded(
-                f"{self._admitted} images are already being served (RESNET_API_MAX_QUEUE_SIZE): retry shortly"
-            )
+        self.check_room(1)
         self._admitted += 1
         try:
             yield time.perf_counter() + self.settings.request_deadline_ms / 1000.0
