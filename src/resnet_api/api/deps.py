@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal, Protocol, TypeVar
 
@@ -13,10 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from resnet_api.api.schemas import BatchJSON, ImageJSON
 from resnet_api.inference.classifiers import ClassifierRegistry
-from resnet_api.inference.errors import ClientDisconnected, NotReady, PayloadTooLarge
+from resnet_api.inference.errors import ClientDisconnected, NotReady, PayloadTooLarge, TooManyFiles
 from resnet_api.inference.service import InferenceService
 from resnet_api.settings import Settings
 
@@ -153,20 +154,35 @@ async def image_data(request: Request, settings: SettingsDep) -> bytes:
         await form.close()
 
 
+def too_many_batch_files(sent: str) -> TooManyFiles:
+    return TooManyFiles(f"{sent} files sent (RESNET_API_MAX_BATCH_FILES)")
+
+
 async def read_form(
-    request: Request, settings: Settings, *, max_files: int | None = None, text_fields_per_file: int = 0
+    request: Request,
+    settings: Settings,
+    *,
+    max_files: int | None = None,
+    text_fields_per_file: int = 0,
+    too_many: Callable[[str], TooManyFiles] = too_many_batch_files,
 ) -> FormData:
     """The multipart form, parsed under the form limits (more gets 400 `invalid_form`, too many files 413).
 
     `max_files` defaults to the batch limit; `text_fields_per_file` allows that many more text fields per allowed
-    file (the classifier routes send one `labels` field per file).
+    file (the classifier routes send one `labels` field per file). When the parser stops at the file limit,
+    `too_many("more than N")` is the 413 that names it.
     """
     files = settings.max_batch_files if max_files is None else max_files
-    return await request.form(
-        max_files=files,
-        max_fields=settings.max_form_fields + text_fields_per_file * files,
-        max_part_size=settings.max_form_part_bytes,
-    )
+    try:
+        return await request.form(
+            max_files=files,
+            max_fields=settings.max_form_fields + text_fields_per_file * files,
+            max_part_size=settings.max_form_part_bytes,
+        )
+    except StarletteHTTPException as exc:  # Starlette's parser reports its limits as a 400 with this text
+        if str(exc.detail).startswith("Too many files"):
+            raise too_many(f"more than {files}") from exc
+        raise
 
 
 async def image_sources(request: Request, settings: SettingsDep) -> AsyncIterator[list[ImageSource]]:

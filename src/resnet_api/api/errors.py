@@ -27,7 +27,6 @@ from resnet_api.inference.errors import (
     NotReady,
     Overloaded,
     PayloadTooLarge,
-    TooManyFiles,
     UnsupportedImage,
     WeightsUnavailable,
 )
@@ -58,7 +57,8 @@ STATUS: dict[type[InferenceError], int] = {
 RETRY_STATUSES = frozenset({503})
 
 # Starlette/FastAPI HTTP errors -> stable codes. FastAPI answers 400 only when the multipart body is malformed
-# or over the form limits (RESNET_API_MAX_FORM_FIELDS, RESNET_API_MAX_FORM_PART_BYTES, too many files).
+# or over the form limits (RESNET_API_MAX_FORM_FIELDS, RESNET_API_MAX_FORM_PART_BYTES); the file limit is a 413
+# `too_many_files` from `deps.read_form`.
 HTTP_CODES = {
     400: "invalid_form",
     401: "unauthorized",
@@ -183,11 +183,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and str(exc.detail).startswith("Too many files"):
-        # Starlette's multipart parser stopped at the file limit: the same answer as the route's own check.
-        max_files = request.app.state.settings.max_batch_files
-        too_many = TooManyFiles(f"more than {max_files} files sent (RESNET_API_MAX_BATCH_FILES)")
-        return problem_response(problem_for(too_many, request.url.path))
     code = HTTP_CODES.get(exc.status_code, "http_error")
     body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
     headers = dict(exc.headers) if exc.headers else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Protocol
@@ -9,7 +10,6 @@ from typing import Annotated, Protocol
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from resnet_api.api.classifier_schemas import (
     AccuracyOut,
@@ -190,12 +190,13 @@ async def _training_body(
         _check_count(len(pairs), settings)
         examples = [Example(label, await src.read(limit), src.filename) for label, src in pairs]
         return TrainingBody(body.name if isinstance(body, ClassifierJSON) else None, examples)
-    try:
-        form = await read_form(request, settings, max_files=settings.max_classifier_images, text_fields_per_file=1)
-    except StarletteHTTPException as exc:  # the parser stopped at the file limit: the route's own answer
-        if str(exc.detail).startswith("Too many files"):
-            raise _too_many(f"more than {settings.max_classifier_images}", settings) from exc
-        raise
+    form = await read_form(
+        request,
+        settings,
+        max_files=settings.max_classifier_images,
+        text_fields_per_file=1,
+        too_many=functools.partial(_too_many, settings=settings),
+    )
     try:
         name = _text_fields(form, "name")[0] if with_name else None
         files = form_uploads(form, "files")
