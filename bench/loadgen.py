@@ -7,9 +7,11 @@ the load generator shares two cores with the server it measures.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from statistics import median
 
 REQUEST_TIMEOUT_S = 30.0  # a request still unanswered then counts as an error; the run never hangs
 
@@ -57,12 +59,24 @@ def completion_rate(done: list[float], window: float) -> float:
 class LoadResult:
     latencies: list[float] = field(default_factory=list)
     completed_at: list[float] = field(default_factory=list)
+    server_s: list[float] = field(default_factory=list)
+    """With `server_timings`: each measured request's own server-side time (`timings.total_ms`), as `latencies`."""
     errors: int = 0
     elapsed: float = 0.0
 
     @property
     def throughput(self) -> float:
         return completion_rate(self.completed_at, self.elapsed)
+
+    def overhead_p50(self) -> float:
+        """The median of (client time - the server's own time) per request: what serving over HTTP adds.
+
+        Taken request by request, so it does not move with the model's speed, which drifts by 10-30 % between
+        measurements taken minutes apart on a shared machine.
+        """
+        if not self.server_s:
+            return float("nan")
+        return median(c - s for c, s in zip(self.latencies, self.server_s, strict=True))
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
@@ -90,19 +104,31 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[str, int, dict[st
     return version, int(status), headers, body
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> tuple[int, bool]:
-    """Send one request, read the whole response; returns (status, connection still usable)."""
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
+) -> tuple[int, bool, bytes]:
+    """Send one request, read the whole response; returns (status, connection still usable, body)."""
     writer.write(payload)
     await writer.drain()
-    version, status, headers, _ = await read_response(reader)
+    version, status, headers, body = await read_response(reader)
     keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-    return status, keep
+    return status, keep, body
 
 
 async def run_load(
-    host: str, port: int, payload: bytes, concurrency: int, duration: float, warmup: float
+    host: str,
+    port: int,
+    payload: bytes,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    server_timings: bool = False,
 ) -> LoadResult:
-    """`concurrency` connections each send requests back to back; only those finishing after `warmup` count."""
+    """`concurrency` connections each send requests back to back; only those finishing after `warmup` count.
+
+    With `server_timings`, each answer's JSON `timings.total_ms` (resnet-api's own decode, queue and inference
+    time) is kept beside the client's time; only then are bodies parsed, so other cells cost no extra CPU.
+    """
     result = LoadResult()
     start = time.perf_counter()
     measure_from = start + warmup
@@ -117,14 +143,16 @@ async def run_load(
             assert reader is not None
             sent = time.perf_counter()
             try:
-                status, keep = await asyncio.wait_for(_exchange(reader, writer, payload), REQUEST_TIMEOUT_S)
+                status, keep, body = await asyncio.wait_for(_exchange(reader, writer, payload), REQUEST_TIMEOUT_S)
             except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
-                status, keep = 0, False
+                status, keep, body = 0, False, b""
             done = time.perf_counter()
             if done >= measure_from and done <= end:
                 if status == 200:
                     result.latencies.append(done - sent)
                     result.completed_at.append(done)
+                    if server_timings:
+                        result.server_s.append(json.loads(body)["timings"]["total_ms"] / 1000)
                 else:
                     result.errors += 1
             if not keep:

@@ -243,6 +243,7 @@ class Cell:
     p99_ms: float
     errors: int
     peak_rss_mb: float
+    overhead_p50_ms: float | None = None  # one client, resnet-api: median of client time - the server's own time
 
 
 async def sample_rss(pid: int, stop: asyncio.Event, peak: list[int]) -> None:
@@ -264,7 +265,9 @@ async def measure(
         for c in concurrencies:
             stop, peak = asyncio.Event(), [0]
             sampler = asyncio.create_task(sample_rss(pid, stop, peak))
-            result = await run_load("127.0.0.1", port, payload, c, duration, warmup)
+            # resnet-api's answers carry their own server-side time; Flask's do not
+            timed = c == 1 and server.startswith("resnet-api/")
+            result = await run_load("127.0.0.1", port, payload, c, duration, warmup, server_timings=timed)
             stop.set()
             await sampler
             cell = Cell(
@@ -277,6 +280,7 @@ async def measure(
                 round(1000 * result.percentile(99), 1),
                 result.errors,
                 round(peak[0] / 2**20, 1),
+                round(1000 * result.overhead_p50(), 1) if timed else None,
             )
             print(
                 f"  {server:<12} {name:<10} c={c:<3} {cell.throughput:7.1f} img/s  p50 {cell.p50_ms:7.1f} ms  "
@@ -456,6 +460,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {cell['server']} | {cell['image']} | {cell['concurrency']} | {cell['throughput']:.1f} | {cell['p50_ms']:.1f} "
             f"| {cell['p95_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['errors']} | {cell['peak_rss_mb']:.0f} |"
         )
+    lines += one_client_table(report)
     lines += [
         "",
         "| server | start-up s | RSS when ready MB | RSS idle after load MB | idle CPU % | torch loaded |",
@@ -468,6 +473,44 @@ def markdown(report: dict[str, Any]) -> str:
             f"{'yes' if extra['torch_loaded'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def one_client_table(report: dict[str, Any]) -> list[str]:
+    """One client's p50 over HTTP against the in-process single-image time, two ways.
+
+    The ceiling process measured the single image minutes before the server ran, and the machine's speed
+    drifts between the two; the same requests' own server-side time (`timings.total_ms`) gives what HTTP adds
+    without that drift.
+    """
+    single = {
+        (f"resnet-api/{c['backend']}", name): r["single_ms"]
+        for c in report["ceilings"]
+        for name, r in c["images"].items()
+    }
+    rows = [
+        cell
+        for cell in report["cells"]
+        if cell["concurrency"] == 1
+        and cell.get("overhead_p50_ms") is not None
+        and (cell["server"], cell["image"]) in single
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "**One client** (p50 over HTTP against the in-process single-image time of the ceiling run, and what HTTP "
+        "adds to the same requests: the median of client time minus the server's own decode, queue and inference time):",
+        "",
+        "| server | image | in-process single ms | HTTP p50 ms | difference ms | added by HTTP, same requests ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for cell in rows:
+        alone = single[(cell["server"], cell["image"])]
+        lines.append(
+            f"| {cell['server']} | {cell['image']} | {alone:.1f} | {cell['p50_ms']:.1f} | {cell['p50_ms'] - alone:+.1f} "
+            f"| {cell['overhead_p50_ms']:.1f} |"
+        )
+    return lines
 
 
 def chart(report: dict[str, Any], path: Path) -> None:

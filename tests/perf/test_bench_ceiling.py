@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -45,10 +46,17 @@ def test_report_shows_the_rounds_behind_each_ceiling() -> None:
         },
         "command": "scripts/bench.sh",
         "ceilings": [{"backend": "int8", "precision": "int8", "images": {"451x300": image}}],
-        "cells": [],
+        "cells": [
+            asdict(bench_run.Cell("resnet-api/int8", "451x300", 1, 20.0, 48.5, 50.0, 52.0, 0, 120.0, 3.2)),
+            asdict(bench_run.Cell("resnet-api/int8", "451x300", 8, 40.0, 190.0, 200.0, 210.0, 0, 130.0)),
+            asdict(bench_run.Cell("flask", "451x300", 1, 10.0, 90.0, 95.0, 99.0, 0, 300.0)),
+        ],
         "servers": {},
     }
     table = bench_run.markdown(report)
+    # one client: its p50 against the ceiling run's single image (+7.5 ms), and HTTP's share of the same requests
+    assert "| resnet-api/int8 | 451x300 | 41.0 | 48.5 | +7.5 | 3.2 |" in table
+    assert table.count("| resnet-api/int8 | 451x300 | 41.0 |") == 1  # not the 8-client cell, nor Flask
     assert "measured in 3 rounds" in table
     assert "| int8 | int8 | 451x300 | 25.0 | 24.0-26.5 | 4 | 41.0 |" in table
     # 60 GFLOP/s per core x 2 cores / 3.64 GFLOP per image: the fp32 bound the machine line states

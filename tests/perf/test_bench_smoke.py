@@ -44,6 +44,13 @@ def test_quick_bench_writes_table_and_chart(tmp_path: Path) -> None:
     assert report["ceilings"][0]["images"]["451x300"]["ceiling"] > 0
     table = (tmp_path / "results.md").read_text()
     assert "| resnet-api/onnxruntime | 451x300 | 8 |" in table
+    # one client: HTTP's share of each request, from the answers' own server-side time, is part of the p50
+    for cell in report["cells"]:
+        timed = cell["concurrency"] == 1 and cell["server"] != "flask"
+        assert (cell["overhead_p50_ms"] is not None) == timed, cell
+        if timed:
+            assert 0 < cell["overhead_p50_ms"] < cell["p50_ms"], cell
+    assert "added by HTTP, same requests ms" in table
     assert "| flask | 3000x2000 | 1 |" in table
     assert "RSS idle after load MB" in table
     chart = (tmp_path / "chart.png").read_bytes()

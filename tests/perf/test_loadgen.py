@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -42,3 +43,15 @@ def test_too_few_completions_fall_back_to_the_plain_count() -> None:
     assert loadgen.completion_rate([], 6.0) == 0.0
     assert loadgen.completion_rate([1.0, 1.001], 6.0) == pytest.approx(2 / 6.0)  # one burst: no period to measure
     assert loadgen.completion_rate([1.0, 1.5, 2.0], 6.0) == pytest.approx(3 / 6.0)  # spans under half the window
+
+
+def test_overhead_is_the_median_of_per_request_differences_not_a_difference_of_medians() -> None:
+    # The model slows down half-way (a noisy neighbour); HTTP adds 3 ms to every request throughout.
+    server = [0.020] * 5 + [0.040] * 6
+    result = loadgen.LoadResult(latencies=[s + 0.003 for s in server], server_s=server)
+    assert result.overhead_p50() == pytest.approx(0.003)
+    assert result.percentile(50) - 0.020 == pytest.approx(0.023)  # against an earlier "single image" time
+
+
+def test_overhead_is_unknown_without_server_timings() -> None:
+    assert math.isnan(loadgen.LoadResult(latencies=[0.02]).overhead_p50())
