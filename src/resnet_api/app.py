@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api import __version__
@@ -62,15 +63,34 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                route = getattr(scope.get("route"), "path", "unmatched")
-                self.metrics.request_latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.metrics.request_latency.labels(scope["method"], route_label(scope)).observe(elapsed)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.requests.labels(scope["method"], route_label(scope), str(status)).inc()
+
+
+def route_label(scope: Scope) -> str:
+    """The template of the route that answered (never the raw path, so the label's values stay few).
+
+    FastAPI's router puts `scope["route"]` only for its own routes; a Mount (the Web UI, the docs' assets) or a
+    plain Starlette Route (`/openapi.json`) leaves just `scope["endpoint"]`, so that is looked up among the routes.
+    """
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    endpoint = scope.get("endpoint")
+    router = scope.get("router")
+    if endpoint is not None and router is not None:
+        for candidate in router.routes:
+            if isinstance(candidate, Mount) and candidate.app is endpoint:
+                return candidate.path_format  # "/static-offline-docs/{path}"; the UI at "/" is "/{path}"
+            if isinstance(candidate, Route) and candidate.endpoint is endpoint:
+                return candidate.path
+    return "unmatched"
 
 
 def create_app(

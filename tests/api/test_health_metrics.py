@@ -54,3 +54,47 @@ async def test_metrics_are_prometheus_text_without_redirect(client: httpx.AsyncC
         'resnet_api_images_total{outcome="unsupported_media_type"} 1.0',
     ):
         assert name in text, name
+
+
+async def test_probes_answer_head_like_get_and_stay_one_operation(settings: Settings) -> None:
+    app = create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        before = await c.head("/readyz")
+        assert (before.status_code, before.content) == (503, b"")
+        assert "retry-after" in before.headers
+        live = await c.head("/livez")
+        assert (live.status_code, live.content) == (200, b"")
+    async with (
+        LifespanManager(app, startup_timeout=60) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
+    ):
+        ready = await c.head("/readyz")
+        assert (ready.status_code, ready.content) == (200, b"")
+        assert ready.headers["content-length"] == str(len((await c.get("/readyz")).content))
+    paths = app.openapi()["paths"]
+    assert (set(paths["/livez"]), set(paths["/readyz"])) == ({"get"}, {"get"})
+
+
+async def test_metrics_label_ui_docs_and_schema_by_route_not_raw_path(settings: Settings) -> None:
+    app = create_app(settings)  # no model needed: static files, docs and /metrics answer without it
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for path in ("/", "/app.js", "/docs", "/redoc", "/openapi.json", "/static-offline-docs/swagger-ui.css"):
+            assert (await c.get(path)).status_code == 200, path
+        assert (await c.post("/app.js")).status_code == 405
+        for path in ("/no-such-page", "/another/unknown/path", "/static-offline-docs/missing.js"):
+            assert (await c.get(path)).status_code == 404, path
+        text = (await c.get("/metrics")).text
+    counted = 'resnet_api_http_requests_total{method="%s",route="%s",status="%s"}'
+    for method, route, status, count in (
+        ("GET", "/{path}", 200, 2),  # the Web UI's files, at "/"
+        ("POST", "/{path}", 405, 1),
+        ("GET", "/docs", 200, 1),
+        ("GET", "/redoc", 200, 1),
+        ("GET", "/openapi.json", 200, 1),
+        ("GET", "/static-offline-docs/{path}", 200, 1),
+        ("GET", "/static-offline-docs/{path}", 404, 1),
+        ("GET", "unmatched", 404, 2),
+    ):
+        assert f"{counted % (method, route, status)} {count}.0" in text, (method, route, status)
+    assert "no-such-page" not in text
+    assert "swagger-ui.css" not in text

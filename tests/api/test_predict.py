@@ -169,6 +169,23 @@ async def test_batch_keeps_order_and_isolates_bad_files(client: httpx.AsyncClien
     assert [p["index"] for p in results[2]["predictions"]] == [p["index"] for p in single["predictions"]]
 
 
+async def test_problems_omit_errors_when_there_are_none(client: httpx.AsyncClient) -> None:
+    """`errors` is listed only for validation problems: absent (not null) elsewhere, as the schema documents."""
+    batch = await client.post("/v1/predict/batch", files=[("files", ("bad.txt", b"hello", "text/plain"))])
+    item_problem = batch.json()["results"][0]["error"]
+    assert item_problem["code"] == "unsupported_media_type"
+    assert "errors" not in item_problem
+    assert "errors" not in assert_problem(
+        await client.post("/v1/predict", files={"file": ("x.jpg", b"", "image/jpeg")}), 400, "invalid_image"
+    )
+    assert assert_problem(
+        await client.post("/v1/predict?top_k=0", files={"file": jpeg_file()}), 422, "validation_error"
+    )["errors"]
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["Problem"]
+    assert schema["properties"]["errors"]["type"] == "array"
+    assert "errors" not in schema["required"]
+
+
 async def test_batch_file_cap(settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"max_batch_files": 2}))
     async with (

@@ -174,6 +174,19 @@ def test_errors_use_the_protocol_shape(http: httpx.Client, path: str, body: Any,
     assert message in answer.json()["error"]
 
 
+async def test_unsupported_methods_get_the_protocol_shape_with_allow(settings: Settings) -> None:
+    app = create_app(settings)  # routing answers the 405 before any handler: no model needed
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        for path in (INFER, "/v2/models/resnet18", "/v2/anything"):
+            answer = await client.patch(path, json={})
+            assert answer.status_code == 405, path
+            assert answer.headers["content-type"] == "application/json", path
+            assert list(answer.json()) == ["error"], path
+            assert "POST" in answer.headers["allow"].split(", "), path
+        v1 = await client.patch("/v1/predict")
+    assert (v1.status_code, v1.headers["content-type"]) == (405, "application/problem+json")
+
+
 def test_binary_sizes_must_add_up(http: httpx.Client) -> None:
     header = json.dumps(
         {

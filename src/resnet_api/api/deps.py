@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal, Protocol, TypeVar
 
-from fastapi import Depends, File, HTTPException, Request, UploadFile
+from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
@@ -43,17 +43,6 @@ ServiceDep = Annotated[InferenceService, Depends(get_service)]
 async def read_upload(upload: StarletteUploadFile, max_bytes: int) -> bytes:
     """Read at most `max_bytes + 1` bytes, so an oversized file is refused without reading it all."""
     return check_size(await upload.read(max_bytes + 1), upload.filename, max_bytes)
-
-
-async def image_upload(
-    settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="The image: JPEG, PNG, GIF (first frame), WebP or BMP")],
-) -> bytes:
-    """Multipart-only upload (see `ImageDataDep` for multipart or JSON)."""
-    return await read_upload(file, settings.max_upload_bytes)
-
-
-ImageUploadDep = Annotated[bytes, Depends(image_upload)]
 
 
 def check_size(data: bytes, name: str | None, max_bytes: int) -> bytes:

@@ -183,13 +183,21 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = HTTP_CODES.get(exc.status_code, "http_error")
-    body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
     headers = dict(exc.headers) if exc.headers else {}
     if exc.status_code == 405:
         # Starlette names only the first route matching the path; a path with GET and POST routes has both.
         headers["Allow"] = ", ".join(_allowed_methods(request))
+    if _is_v2(request):  # raised before a /v2 route runs (a 405), so its own error handling never saw it
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers or None)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
     return problem_response(body, headers or None)
+
+
+def _is_v2(request: Request) -> bool:
+    """The Open Inference Protocol's paths, whose errors are `{"error": "..."}` (see routes/v2.py)."""
+    path = request.url.path
+    return path == "/v2" or path.startswith("/v2/")
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 
 # Fragments shared by the response examples below.
 EXAMPLE_MODEL: JsonDict = {"name": "resnet18", "weights": "IMAGENET1K_V1", "untrained": False}
@@ -39,7 +40,10 @@ class Problem(BaseModel):
     detail: str = Field(description="What went wrong with this request and what to do about it")
     code: str = Field(description="Stable machine-readable error code")
     instance: str | None = Field(default=None, description="The request path")
-    errors: list[dict[str, object]] | None = Field(default=None, description="Validation errors, for 422")
+    # Absent, never null, when there is nothing to list: in problem+json bodies and in batch items alike.
+    errors: list[dict[str, object]] | SkipJsonSchema[None] = Field(
+        default=None, exclude_if=lambda value: value is None, description="Validation errors, for 422"
+    )
 
 
 class ModelRef(BaseModel):
