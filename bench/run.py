@@ -38,15 +38,18 @@ sys.path.insert(0, str(HERE))
 
 from loadgen import multipart_request, run_load  # noqa: E402
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-bf16", "int8")
-"""`openvino-bf16` is `openvino` with RESNET_API_OPENVINO_PRECISION=bf16 (the issue's OpenVINO figure ran bf16)."""
+BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-bf16", "int8", "int8-openvino")
+"""`openvino-bf16` is `openvino` with RESNET_API_OPENVINO_PRECISION=bf16 (the issue's OpenVINO figure ran bf16);
+`int8-openvino` is `int8` with RESNET_API_INT8_RUNTIME=openvino (the same int8 file, run by OpenVINO)."""
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+VARIANTS = {"openvino": "openvino_precision", "int8": "int8_runtime"}
+"""What the part after the dash sets, by backend."""
 
 
 def backend_settings(name: str) -> dict[str, str]:
-    """The settings that make a bench backend name: `openvino-bf16` is two of them."""
-    backend, _, precision = name.partition("-")
-    return {"backend": backend, **({"openvino_precision": precision} if precision else {})}
+    """The settings that make a bench backend name: `openvino-bf16` and `int8-openvino` are two of them."""
+    backend, _, variant = name.partition("-")
+    return {"backend": backend, **({VARIANTS[backend]: variant} if variant else {})}
 
 
 def cpu_flags(cpuinfo: str) -> set[str]:

@@ -223,6 +223,9 @@ class Settings(BaseSettings):
     calibration_images: int = Field(default=32, ge=1, le=10_000)
     """`int8` backend: most calibration images used."""
 
+    int8_runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    """`int8` backend: what runs the quantized graph, ONNX Runtime or OpenVINO (the same int8 file either way)."""
+
     jpeg_draft: bool = True
     """Decode large JPEGs at a reduced DCT scale (shorter side still >= 256 px): several times faster."""
 

@@ -50,7 +50,7 @@ async def test_metrics_are_prometheus_text_without_redirect(client: httpx.AsyncC
         "resnet_api_ready 1.0",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
-        'resnet_api_model_info{backend="torch"',
+        'resnet_api_model_info{backend="torch",name="resnet18",precision="fp32",runtime="torch"',
         'resnet_api_images_total{outcome="unsupported_media_type"} 1.0',
     ):
         assert name in text, name

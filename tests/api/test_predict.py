@@ -212,7 +212,7 @@ async def test_labels_and_model(client: httpx.AsyncClient, settings: Settings) -
     assert labels["labels"][0] == "tench"
     model = (await client.get("/v1/model")).json()
     assert model["name"] == "resnet18"
-    assert model["backend"] == "torch"
+    assert (model["backend"], model["runtime"], model["precision"]) == ("torch", "torch", "fp32")
     assert model["weights"] == "resnet18-test.pth"
     assert len(model["weights_sha256"]) == 64
     assert model["batching"]["max_batch_size"] == settings.max_batch_size

@@ -70,7 +70,14 @@ SAPPHIRE_RAPIDS = "model name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f avx512_
 
 def test_openvino_bf16_is_benchmarked_by_default_only_where_the_cpu_has_bf16() -> None:
     assert "openvino-bf16" not in bench_run.default_backends(AVX2_ONLY)
-    assert bench_run.default_backends(SAPPHIRE_RAPIDS) == ["torch", "onnxruntime", "openvino", "openvino-bf16", "int8"]
+    assert bench_run.default_backends(SAPPHIRE_RAPIDS) == [
+        "torch",
+        "onnxruntime",
+        "openvino",
+        "openvino-bf16",
+        "int8",
+        "int8-openvino",
+    ]
 
 
 def test_openvino_bf16_serves_openvino_at_bf16() -> None:
@@ -79,3 +86,9 @@ def test_openvino_bf16_serves_openvino_at_bf16() -> None:
     plain = bench_run.resnet_api_env("openvino", Path("w.pth"), 8000)
     assert plain["RESNET_API_BACKEND"] == "openvino"
     assert plain.get("RESNET_API_OPENVINO_PRECISION") == os.environ.get("RESNET_API_OPENVINO_PRECISION")
+
+
+def test_int8_openvino_serves_the_int8_file_on_openvino() -> None:
+    env = bench_run.resnet_api_env("int8-openvino", Path("w.pth"), 8000)
+    assert (env["RESNET_API_BACKEND"], env["RESNET_API_INT8_RUNTIME"]) == ("int8", "openvino")
+    assert "RESNET_API_OPENVINO_PRECISION" not in bench_run.backend_settings("int8-openvino")

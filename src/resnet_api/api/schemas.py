@@ -213,6 +213,7 @@ class ModelInfo(BaseModel):
                     "weights_sha256": "f37072fd47e89c7e827621d6eb2ab6b0bb6a3fb5d2f1f0a6d1e3b4e6c2f3a1b0",
                     "untrained": False,
                     "backend": "torch",
+                    "runtime": "torch",
                     "precision": "fp32",
                     "num_classes": 1000,
                     "embedding_dim": 512,
@@ -235,6 +236,10 @@ class ModelInfo(BaseModel):
     weights_sha256: str
     untrained: bool
     backend: str = Field(examples=["torch"])
+    runtime: str = Field(
+        examples=["torch"],
+        description="What runs the model: torch, onnxruntime or openvino (the int8 backend runs on either of the last two)",
+    )
     precision: str = Field(examples=["fp32"])
     num_classes: int = Field(examples=[1000])
     embedding_dim: int = Field(examples=[512])

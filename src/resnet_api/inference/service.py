@@ -105,6 +105,7 @@ class ModelDescription:
     weights_source: str
     untrained: bool
     backend: str
+    runtime: str
     precision: str
     num_classes: int
     embedding_dim: int
@@ -194,6 +195,7 @@ class InferenceService:
             weights_source=weights.source,
             untrained=weights.untrained,
             backend=backend.name,
+            runtime=backend.runtime,
             precision=backend.precision,
             num_classes=len(self.labels),
             embedding_dim=EMBEDDING_DIM,
@@ -215,6 +217,7 @@ class InferenceService:
                 "name": MODEL_NAME,
                 "weights": weights.weights_id,
                 "backend": backend.name,
+                "runtime": backend.runtime,
                 "precision": backend.precision,
                 "untrained": str(weights.untrained).lower(),
                 "version": __version__,
@@ -223,10 +226,11 @@ class InferenceService:
         self._batcher.start()
         self.metrics.ready.set(1)
         log.info(
-            "model ready: %s weights=%s backend=%s/%s threads=%d parallel_batches=%d batch<=%d wait<=%.1fms",
+            "model ready: %s weights=%s backend=%s (%s, %s) threads=%d parallel_batches=%d batch<=%d wait<=%.1fms",
             MODEL_NAME,
             weights.weights_id,
             backend.name,
+            backend.runtime,
             backend.precision,
             self.settings.torch_threads,
             parallel_batches(self.settings),

@@ -28,6 +28,7 @@ async def get_model(service: ServiceDep) -> ModelInfo:
         weights_sha256=d.weights_sha256,
         untrained=d.untrained,
         backend=d.backend,
+        runtime=d.runtime,
         precision=d.precision,
         num_classes=d.num_classes,
         embedding_dim=d.embedding_dim,

@@ -18,6 +18,11 @@ class Backend(Protocol):
     def name(self) -> str: ...
 
     @property
+    def runtime(self) -> str:
+        """What runs the graph: `torch`, `onnxruntime` or `openvino` (`int8` runs on either of the last two)."""
+        ...
+
+    @property
     def precision(self) -> str: ...
 
     @property

@@ -91,6 +91,9 @@ def open_backend(
     if not int8_path.is_file():
         log.info("quantizing to int8 (once, cached at %s), calibrating on %s", int8_path, folder or "generated images")
         _atomic_build(int8_path, lambda tmp: int8.quantize(onnx_path, tmp, folder, limit))
+    if settings.int8_runtime == "openvino":
+        _require_accel("openvino")
+        return OpenVinoBackend(int8_path, threads=threads, precision="fp32", name="int8", quantized=True), info
     return OnnxRuntimeBackend(int8_path, threads=threads, name="int8", precision="int8"), info
 
 

@@ -11,6 +11,7 @@ OpenVinoPrecision = Literal["fp32", "bf16"]
 
 
 class OnnxRuntimeBackend:
+    runtime = "onnxruntime"
     warm_every_batch_size = False
 
     def __init__(self, path: Path, *, threads: int, name: str = "onnxruntime", precision: str = "fp32") -> None:
@@ -36,10 +37,14 @@ class OnnxRuntimeBackend:
 
 
 class OpenVinoBackend:
-    name = "openvino"
+    runtime = "openvino"
     warm_every_batch_size = False
 
-    def __init__(self, path: Path, *, threads: int, precision: OpenVinoPrecision) -> None:
+    def __init__(
+        self, path: Path, *, threads: int, precision: OpenVinoPrecision, name: str = "openvino", quantized: bool = False
+    ) -> None:
+        """`quantized`: `path` is the int8 QDQ graph, whose convolutions OpenVINO runs in u8/i8 itself (its
+        precision hint then covers only the layers left in floating point)."""
         import openvino as ov
 
         core = ov.Core()
@@ -52,7 +57,8 @@ class OpenVinoBackend:
         self._request = self._compiled.create_infer_request()
         # What the CPU plugin really runs (bf16 falls back to f32 on CPUs without bf16 support).
         actual = str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-        self.precision = "bf16" if "bf" in actual else "fp32"  # "<Type: 'bfloat16'>"
+        self.name = name
+        self.precision = "int8" if quantized else "bf16" if "bf" in actual else "fp32"  # "<Type: 'bfloat16'>"
 
     def run(self, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         result = self._request.infer({0: np.ascontiguousarray(batch)})

@@ -48,6 +48,7 @@ SERVING_STEM_CHUNK = 2
 
 class TorchBackend:
     name = "torch"
+    runtime = "torch"
     precision = "fp32"
 
     def __init__(self, weights: LoadedWeights, *, threads: int, fold_bn: bool = True) -> None:
