@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 import chromium
 from classifier_images import colour_image
@@ -107,3 +109,165 @@ def test_teach_three_classes_classify_and_find_them_after_a_restart(weights_file
                 sync_api.expect(page.locator("#clf-empty")).to_be_visible()
         finally:
             browser.close()
+
+
+# ---------- the page's own behaviour, against a real server whose classifier answers are staged ----------
+
+CLASSIFIER = {
+    "id": "fruit",
+    "name": "our fruit, from the class trip to the orchard",
+    "labels": [{"label": label, "examples": 3} for label in ("apple", "banana", "cherry")],
+    "accuracy": {"accuracy": 0.9, "method": "leave-one-out", "evaluated": 9},
+    "updated_at": "2024-05-01T12:00:00Z",
+    "compatible": True,
+    "backbone": {"weights": "test"},
+}
+LISTING = {"classifiers": [CLASSIFIER], "skipped": [], "limits": {}}
+
+
+def answer(top: str) -> dict[str, Any]:
+    labels = [top, *(x["label"] for x in CLASSIFIER["labels"] if x["label"] != top)][:3]
+    return {
+        "predictions": [
+            {"index": i, "label": x, "score": s} for i, (x, s) in enumerate(zip(labels, (0.8, 0.15, 0.05), strict=True))
+        ],
+        "timings": {"total_ms": 5.0, "decode_ms": 1.0, "queue_ms": 1.0, "inference_ms": 3.0, "batch_size": 1},
+        "image": {"width": 96, "height": 96, "format": "PNG"},
+        "classifier": CLASSIFIER["id"],
+    }
+
+
+@pytest.fixture(scope="module")
+def live_url(weights_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("classifiers-page")
+    with server(weights_file, folder / "data", folder / "server.log") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = chromium.launch(p)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> list[Path]:
+    paths = []
+    for i, label in enumerate(("red", "green", "blue")):
+        path = tmp_path / f"{label}.png"
+        path.write_bytes(colour_image(label, i))
+        paths.append(path)
+    return paths
+
+
+# Counts the object URLs the page holds: created and not yet revoked.
+TRACK_OBJECT_URLS = """
+window.liveObjectURLs = new Set();
+const create = URL.createObjectURL, revoke = URL.revokeObjectURL;
+URL.createObjectURL = (blob) => { const url = create(blob); window.liveObjectURLs.add(url); return url; };
+URL.revokeObjectURL = (url) => { window.liveObjectURLs.delete(url); revoke(url); };
+"""
+
+
+def open_classifiers_page(browser: Browser, live_url: str, problems: list[str], **context: Any) -> Page:
+    page = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **context}).new_page()
+    page.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+    page.on("console", lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else None)
+    page.add_init_script(TRACK_OBJECT_URLS)
+    page.route("**/v1/classifiers", lambda route: route.fulfill(json=LISTING))
+    page.goto(f"{live_url}/classifiers.html")
+    expect(page.locator("#clf-table tbody tr")).to_have_count(1)
+    return page
+
+
+@pytest.fixture
+def page(browser: Browser, live_url: str) -> Iterator[Page]:
+    problems: list[str] = []
+    page = open_classifiers_page(browser, live_url, problems)
+    yield page
+    page.context.close()
+    assert problems == [], "the page logged errors"
+
+
+def test_a_slow_answer_for_an_earlier_photo_does_not_replace_the_latest(page: Page, photos: list[Path]) -> None:
+    held: list[Route] = []
+
+    def predict(route: Route) -> None:
+        if not held:
+            held.append(route)  # the first photo's answer is slow
+        else:
+            route.fulfill(json=answer("banana"))
+
+    page.route("**/v1/predict*", predict)
+    # Counts answers read by the page; the code after `await response.json()` runs before the next task sees it.
+    page.evaluate("""() => {
+        window.answersRead = 0;
+        const json = Response.prototype.json;
+        Response.prototype.json = async function () {
+            try { return await json.call(this); } finally { window.answersRead += 1; }
+        };
+    }""")
+    page.locator("#predict-file").set_input_files(str(photos[0]))
+    expect(page.locator("#predict-status")).to_have_text("Classifying…")
+    page.locator("#predict-file").set_input_files(str(photos[1]))
+    expect(page.locator("#predict-status")).to_have_text("banana · 5 ms")
+    held[0].fulfill(json=answer("apple"))
+    page.wait_for_function("() => window.answersRead === 2")
+    expect(page.locator("#predict-status")).to_have_text("banana · 5 ms")
+    expect(page.locator("#predictions li")).to_have_count(3)
+    expect(page.locator("#predictions li").first).to_have_attribute("data-label", "banana")
+    assert page.get_attribute("#predict-preview", "alt") == photos[1].name
+
+
+def test_photos_taken_off_the_page_release_their_memory(page: Page, photos: list[Path]) -> None:
+    live = "() => window.liveObjectURLs.size"
+    page.route("**/v1/predict*", lambda route: route.fulfill(json=answer("apple")))
+    for photo in photos:
+        page.locator("#predict-file").set_input_files(str(photo))
+        expect(page.locator("#predictions li")).to_have_count(3)
+    assert page.evaluate(live) == 1, "only the preview shown now"
+
+    box = page.locator(".label-box").nth(2)
+    box.locator(".label-files").set_input_files([str(p) for p in photos[:2]])
+    expect(box.locator(".thumbs img")).to_have_count(2)
+    assert page.evaluate(live) == 3
+    box.locator(".remove-label").click()
+    assert page.evaluate(live) == 1, "a removed label box keeps no photos"
+
+    retrained = {"revision": 2, "examples": 11, "accuracy": {"accuracy": 0.9}}
+    page.route("**/v1/classifiers/*/examples", lambda route: route.fulfill(json=retrained))
+    page.fill("#improve-label", "apple")
+    page.locator("#improve-files").set_input_files([str(p) for p in photos])
+    expect(page.locator("#improve-thumbs img")).to_have_count(3)
+    page.click("#improve-submit")
+    expect(page.locator("#improve-status")).to_contain_text("Retrained (revision 2)")
+    assert page.evaluate(live) == 1, "photos sent for retraining are released with their thumbnails"
+
+
+def test_keyboard_focus_on_a_choose_link_is_visible(page: Page) -> None:
+    for _ in range(20):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.type") == "file":
+            break
+    else:
+        pytest.fail("Tab never reached a file input")
+    style = page.evaluate("getComputedStyle(document.activeElement.closest('label')).outlineStyle")
+    assert style != "none", "the focused file input is a clipped 1 px box: its label must show the focus"
+
+
+def test_the_page_fits_a_375_px_phone(browser: Browser, live_url: str, photos: list[Path]) -> None:
+    problems: list[str] = []
+    page = open_classifiers_page(
+        browser, live_url, problems, viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True
+    )
+    try:
+        page.route("**/v1/predict*", lambda route: route.fulfill(json=answer("cherry")))
+        page.locator("#predict-file").set_input_files(str(photos[2]))
+        expect(page.locator("#predictions li")).to_have_count(3)
+        # Not window.innerWidth: on a phone, content too wide zooms the page out and innerWidth grows with it.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375, "the page scrolls sideways"
+    finally:
+        page.context.close()
+    assert problems == []

@@ -224,6 +224,28 @@ def test_several_images_give_one_card_each_and_a_non_image_fails_on_its_card_onl
     shot(page, "batch-grid")
 
 
+def test_a_server_taking_fewer_files_a_request_still_classifies_every_image(
+    page: Page, watch: Watch, images: list[Path]
+) -> None:
+    """With RESNET_API_MAX_BATCH_FILES under the page's 16, the batch answers 413 `too_many_files`: not a file's fault."""
+    problem = {
+        "type": "https://resnet-api.dev/problems/too_many_files",
+        "title": "Too many files",
+        "status": 413,
+        "detail": "more than 2 files sent (RESNET_API_MAX_BATCH_FILES)",
+        "code": "too_many_files",
+    }
+    page.route(
+        "**/v1/predict/batch*",
+        lambda route: route.fulfill(status=413, json=problem, content_type="application/problem+json"),
+    )
+    page.set_input_files("#file", [str(p) for p in images[:3]])
+    page.wait_for_function("() => document.querySelectorAll('.card[data-status=pending]').length === 0")
+    assert page.locator(".card[data-status=done]").count() == 3
+    assert "3 of 3 images classified" in page.inner_text("#summary")
+    assert watch.calls == ["/v1/predict/batch"] + ["/v1/predict"] * 3, "one request per file instead"
+
+
 def test_dropping_and_pasting_images_classify_them(page: Page, images: list[Path]) -> None:
     payload = base64.b64encode(images[1].read_bytes()).decode()
     make_files = """([b64, names]) => {
@@ -264,12 +286,16 @@ def test_a_non_image_alone_gets_a_plain_message_and_no_spinner(page: Page, not_a
         (503, "overloaded", "The server is busy right now. Try again in 7 s."),
         (400, "invalid_image", "This image looks damaged or incomplete."),
         (0, "", "Can't reach the server."),
+        (200, "", "The server's answer could not be read"),  # a proxy's login page instead of the API's JSON
     ],
 )
 def test_failures_read_as_plain_language(page: Page, images: list[Path], status: int, code: str, message: str) -> None:
     def answer(route: Any) -> None:
         if status == 0:
             route.abort("connectionrefused")
+            return
+        if status == 200:
+            route.fulfill(status=200, body="<html>Sign in</html>", content_type="text/html")
             return
         body = {"type": "about:blank", "title": code, "status": status, "detail": "server detail", "code": code}
         headers = {"Retry-After": "7"} if status == 503 else {}
@@ -397,12 +423,15 @@ def test_keyboard_reaches_every_control_with_a_visible_focus(page: Page) -> None
     assert page.locator("#file").get_attribute("aria-describedby") == "drop-hint"
 
 
-def test_phone_screen_in_dark_mode(browser: Browser, server: str, watch: Watch, images: list[Path]) -> None:
+def test_phone_screen_in_dark_mode(
+    browser: Browser, server: str, watch: Watch, images: list[Path], tmp_path: Path
+) -> None:
+    width = 375
     page = open_page(
         browser,
         server,
         watch,
-        viewport={"width": 390, "height": 844},
+        viewport={"width": width, "height": 812},
         device_scale_factor=2,
         is_mobile=True,
         has_touch=True,
@@ -411,10 +440,20 @@ def test_phone_screen_in_dark_mode(browser: Browser, server: str, watch: Watch, 
     try:
         page.set_input_files("#file", [str(p) for p in images[:4]])
         page.wait_for_function("() => document.querySelectorAll('.card[data-status=done]').length === 4")
-        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scrolling"
+        # Not window.innerWidth: on a phone, content too wide zooms the page out and innerWidth grows with it.
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, "no sideways scrolling"
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert sum(int(c) for c in re.findall(r"\d+", background)[:3]) < 150, background
         shot(page, "phone-dark")
+
+        # A phone camera's file name, one long word, under a single result.
+        photo = tmp_path / "IMG_20240101_123456789_HDR_PORTRAIT_from_the_class_trip_to_the_lake.jpg"
+        photo.write_bytes(images[0].read_bytes())
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".result[data-status=done]")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, (
+            "a long file name pushes the page sideways"
+        )
     finally:
         page.context.close()
     assert watch.errors == []

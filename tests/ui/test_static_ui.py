@@ -99,3 +99,11 @@ def test_wheel_package_data_ships_every_static_file() -> None:
     shipped = {p for pattern in patterns for p in package.glob(pattern) if p.is_file()}
     files = {p for p in STATIC_DIR.rglob("*") if p.is_file()}
     assert files <= shipped, sorted(str(p.relative_to(package)) for p in files - shipped)
+
+
+def test_every_page_names_an_icon_the_ui_ships() -> None:
+    """Without one the browser asks for /favicon.ico, a 404 logged as an error in the console of every visit."""
+    for page in sorted(STATIC_DIR.glob("*.html")):
+        icon = re.search(r'<link rel="icon" href="([^"]+)"', page.read_text(encoding="utf-8"))
+        assert icon, f"{page.name} has no <link rel=icon>"
+        assert (STATIC_DIR / icon.group(1)).is_file(), f"{page.name}: {icon.group(1)} is not in static/"

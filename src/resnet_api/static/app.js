@@ -109,7 +109,13 @@ async function post(path, form) {
     return { ok: false, error: { status: 0, code, detail: String(err && err.message), retryAfter: 1 } };
   }
   if (!response.ok) return { ok: false, error: await problemOf(response), rtt: performance.now() - started };
-  const data = await response.json();
+  let data;
+  try {
+    data = await response.json();
+  } catch {
+    // A 200 that is not this API's JSON (a proxy's login page, say): an error with a retry, not an endless spinner.
+    return { ok: false, error: { status: response.status, code: "unreadable", detail: "", retryAfter: 1 } };
+  }
   return { ok: true, data, rtt: performance.now() - started };
 }
 
@@ -126,10 +132,11 @@ function predictBatch(files) {
 }
 
 // Worth another try: the server was busy, unreachable or failed; a bad file stays bad.
-const retryable = (error) => error.status === 0 || error.status === 503 || error.status >= 500;
+const retryable = (error) => error.status === 0 || error.status === 503 || error.status >= 500 || error.code === "unreadable";
 
 function errorMessage(error) {
   if (error.code === "timeout") return t("error.timeout");
+  if (error.code === "unreadable") return t("error.unreadable");
   if (error.status === 0) return t("error.network");
   if (error.status === 413) return t("error.tooLarge");
   if (error.status === 415) return t("error.notImage");
@@ -328,6 +335,11 @@ async function classifyAll() {
       const r = await predictBatch(files.slice(offset, offset + BATCH_CHUNK));
       if (run !== state.run) return;
       const size = Math.min(BATCH_CHUNK, files.length - offset);
+      if (!r.ok && r.error.code === "too_many_files") {
+        // This server takes fewer files a request (RESNET_API_MAX_BATCH_FILES): one request per file instead.
+        for (let j = offset; j < offset + size && run === state.run; j++) await retryOne(j);
+        return;
+      }
       for (let j = 0; j < size; j++) {
         const res = r.ok ? r.data.results[j] : null;
         state.items[offset + j] = !r.ok

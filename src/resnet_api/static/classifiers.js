@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
-const state = { classifiers: [] };
+const state = { classifiers: [], classifyRun: 0 }; // classifyRun: a newer photo's answer wins over a slower older one
 
 function pct(x) {
   return `${(x * 100).toFixed(1)}%`;
@@ -33,6 +33,7 @@ function addLabelBox(name = "") {
   });
   wireDropzone($(".dropzone", node), (files) => addFiles(node, files));
   $(".remove-label", node).addEventListener("click", () => {
+    dropThumbs($(".thumbs", node));
     node.remove();
   });
   $("#label-boxes").append(node);
@@ -50,6 +51,12 @@ function addFiles(box, fileList) {
   }
   const n = box.files.length;
   $(".count", box).textContent = `${n} photo${n === 1 ? "" : "s"}`;
+}
+
+// Thumbnails hold object URLs: release them with the images, or each photo stays in memory until the tab closes.
+function dropThumbs(container) {
+  for (const img of container.querySelectorAll("img")) URL.revokeObjectURL(img.src);
+  container.replaceChildren();
 }
 
 function wireDropzone(zone, onFiles) {
@@ -250,6 +257,7 @@ async function refreshList(selectId) {
 // ---- classify -------------------------------------------------------------------------------
 
 async function classify(file) {
+  const run = ++state.classifyRun;
   const status = $("#predict-status");
   const list = $("#predictions");
   const id = $("#clf-select").value;
@@ -258,6 +266,7 @@ async function classify(file) {
     return;
   }
   const preview = $("#predict-preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
   preview.src = URL.createObjectURL(file);
   preview.alt = file.name;
   preview.hidden = false;
@@ -274,10 +283,11 @@ async function classify(file) {
       body: form,
     });
   } catch {
-    setStatus(status, "Could not reach the server.", "error");
+    if (run === state.classifyRun) setStatus(status, "Could not reach the server.", "error");
     return;
   }
   const body = await response.json().catch(() => null);
+  if (run !== state.classifyRun) return; // another photo was dropped meanwhile: its answer is the one to show
   if (!response.ok) {
     setStatus(status, problemText(body, response.status), "error");
     return;
@@ -355,7 +365,7 @@ async function addExamples(event) {
       "ok",
     );
     improve.files = [];
-    $("#improve-thumbs").replaceChildren();
+    dropThumbs($("#improve-thumbs"));
     await refreshList(id);
   } catch {
     setStatus(status, "Could not reach the server.", "error");
