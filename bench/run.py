@@ -1,6 +1,6 @@
 """The benchmark: in-process ceilings, then resnet-api per backend and a Flask baseline over loopback HTTP.
 
-    scripts/bench.sh                 # the full run, about 6 minutes; writes bench/results/
+    scripts/bench.sh                 # the full run, about 8 minutes; writes bench/results/
     scripts/bench.sh --quick         # a smoke run, under a minute
     scripts/bench.sh --backends torch,int8 --duration 5
 
@@ -117,7 +117,7 @@ def load():
     return load_state_dict_file(Path(args["weights"]))
 # Loaded on a thread that ends, as the server does, so no OpenMP team outlives the load.
 backend, _ = on_passing_thread(lambda: open_backend(settings, load, weights_file=default_weights_file(settings)))
-out = {"backend": backend.name, "precision": backend.precision, "images": {}}
+out = {"backend": backend.name, "runtime": backend.runtime, "precision": backend.precision, "images": {}}
 for name, path in args["images"].items():
     data = Path(path).read_bytes()
     def step(n, threads=None):
@@ -174,6 +174,7 @@ def ceiling(python: str, backend: str, weights: Path, images: dict[str, Path], q
     if out.returncode != 0:
         raise RuntimeError(f"ceiling run for {backend} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["backend"] = backend  # the bench's name: `int8` and `int8-openvino` are both "int8" to the service
     for image in result["images"].values():
         image.update(best_of_rounds(image["rounds"]))
     return result

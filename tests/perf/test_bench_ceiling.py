@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))  # run.py imports loadgen beside it
@@ -92,3 +96,22 @@ def test_int8_openvino_serves_the_int8_file_on_openvino() -> None:
     env = bench_run.resnet_api_env("int8-openvino", Path("w.pth"), 8000)
     assert (env["RESNET_API_BACKEND"], env["RESNET_API_INT8_RUNTIME"]) == ("int8", "openvino")
     assert "RESNET_API_OPENVINO_PRECISION" not in bench_run.backend_settings("int8-openvino")
+
+
+def test_ceilings_are_named_as_the_bench_runs_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The service calls both int8 runtimes "int8"; the report must not give two rows that name and mix up their
+    # single-image times (the one-client table looks ceilings up by name).
+    rounds = {"8": [70.0, 71.0, 72.0]}
+    sent = []
+
+    def fake_run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        sent.append(json.loads(command[-1])["settings"])
+        image = {"rounds": rounds, "single_ms": 18.0}
+        line = {"backend": "int8", "runtime": "openvino", "precision": "int8", "images": {"451x300": image}}
+        return subprocess.CompletedProcess(command, 0, stdout=json.dumps(line) + "\n", stderr="")
+
+    monkeypatch.setattr(bench_run.subprocess, "run", fake_run)
+    result = bench_run.ceiling(sys.executable, "int8-openvino", Path("w.pth"), {"451x300": Path("a.jpg")}, quick=True)
+    assert sent == [{"backend": "int8", "int8_runtime": "openvino"}]
+    assert (result["backend"], result["runtime"]) == ("int8-openvino", "openvino")
+    assert result["images"]["451x300"]["ceiling"] == 71.0
