@@ -102,6 +102,20 @@ def test_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90° clockwise when shown
     decoded = decode(encode(image, "JPEG", exif=exif.tobytes()), max_pixels=MAX_PIXELS)
     assert decoded.image.size == (20, 40)
+    assert (decoded.width, decoded.height) == (20, 40)  # the size reported is the one shown, as in the preview
+
+
+def test_a_rotated_photo_reports_its_shown_size_when_decoded_at_draft_scale() -> None:
+    image = Image.new("RGB", (1200, 600), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 90° counter-clockwise when shown
+    decoded = decode(encode(image, "JPEG", exif=exif.tobytes()), max_pixels=MAX_PIXELS, draft=True)
+    assert decoded.image.size == (300, 600)  # decoded at 1/2 scale (both sides still >= 256), then turned
+    assert (decoded.width, decoded.height) == (600, 1200)
+    flipped = Image.Exif()
+    flipped[0x0112] = 3  # a half turn keeps the size
+    decoded = decode(encode(image, "JPEG", exif=flipped.tobytes()), max_pixels=MAX_PIXELS, draft=True)
+    assert (decoded.width, decoded.height) == (1200, 600)
 
 
 def test_first_gif_frame_is_used() -> None:

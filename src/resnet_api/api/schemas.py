@@ -63,8 +63,8 @@ class PredictionItem(BaseModel):
 
 
 class ImageInfo(BaseModel):
-    width: int = Field(examples=[640])
-    height: int = Field(examples=[480])
+    width: int = Field(examples=[640], description="Of the upload as shown: after its EXIF orientation, at full size")
+    height: int = Field(examples=[480], description="Of the upload as shown: after its EXIF orientation, at full size")
     format: str = Field(examples=["JPEG"])
 
 

@@ -70,7 +70,10 @@ def decode(data: bytes, *, max_pixels: int, draft: bool = False) -> DecodedImage
         if draft and fmt in ("JPEG", "MPO"):
             image.draft(None, (RESIZE, RESIZE))
         image.load()
+        stored = image.size
         image = _apply_exif_orientation(image)
+        if image.size != stored:  # turned a quarter: the size as shown, as every viewer reports it
+            width, height = height, width
         rgb = to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
