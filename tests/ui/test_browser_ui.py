@@ -201,6 +201,15 @@ def test_one_image_shows_its_predictions_timings_and_round_trip(page: Page, serv
     page.wait_for_function("() => document.querySelectorAll('.result[data-status=done] .pred').length === 5")
     assert page.locator(".result .pred-label").all_inner_texts() == api_labels(server, images[0], top_k=5)
 
+    page.fill("#topk", "0")  # below the range: the nearest allowed value, not the default
+    page.locator("#topk").dispatch_event("change")
+    page.wait_for_function("() => document.querySelectorAll('.result[data-status=done] .pred').length === 1")
+    assert page.input_value("#topk") == "1"
+    page.fill("#topk", "")  # cleared: keeps showing what it showed
+    page.locator("#topk").dispatch_event("change")
+    assert page.input_value("#topk") == "1"
+    assert page.locator(".result[data-status=done] .pred").count() == 1
+
 
 def test_several_images_give_one_card_each_and_a_non_image_fails_on_its_card_only(
     page: Page, watch: Watch, images: list[Path], not_an_image: Path

@@ -548,7 +548,9 @@ function wire() {
 
   const topk = $("#topk");
   topk.addEventListener("change", () => {
-    const value = Math.min(10, Math.max(1, Math.round(Number(topk.value)) || 3));
+    // Out of range is clamped (0 gives 1, 99 gives 10); an empty or unreadable field keeps the current value.
+    const n = Math.round(Number(topk.value));
+    const value = topk.value.trim() === "" || !Number.isFinite(n) ? state.topK : Math.min(10, Math.max(1, n));
     topk.value = value;
     if (value === state.topK) return;
     state.topK = value;
