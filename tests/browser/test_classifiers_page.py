@@ -6,6 +6,8 @@ server and finds the classifier still there, giving the same answer.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ import chromium
 from classifier_images import colour_image
 from imagegen import encode
 from liveserver import running_server
+from resnet_api.api.ui import STATIC_DIR
 
 pytestmark = [
     pytest.mark.browser,
@@ -56,7 +59,7 @@ def test_teach_three_classes_classify_and_find_them_after_a_restart(weights_file
         browser = chromium.launch(p)
         try:
             with server(weights_file, data_dir, log) as base:
-                page = browser.new_page()
+                page = browser.new_page(locale="en-US")
                 requests: list[str] = []
                 page.on("request", lambda r: requests.append(r.url))
                 page.goto(f"{base}/classifiers.html")
@@ -94,7 +97,7 @@ def test_teach_three_classes_classify_and_find_them_after_a_restart(weights_file
                 assert all(url.startswith(base) or url.startswith("blob:") for url in requests), requests
 
             with server(weights_file, data_dir, log) as base:  # restart on the same data directory
-                page = browser.new_page()
+                page = browser.new_page(locale="en-US")
                 page.goto(f"{base}/classifiers.html")
                 sync_api.expect(page.locator("#clf-table tbody tr")).to_have_count(1)
                 sync_api.expect(page.locator("#clf-table tbody tr td").first).to_have_text("colours")
@@ -172,7 +175,8 @@ URL.revokeObjectURL = (url) => { window.liveObjectURLs.delete(url); revoke(url);
 
 
 def open_classifiers_page(browser: Browser, live_url: str, problems: list[str], **context: Any) -> Page:
-    page = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **context}).new_page()
+    ctx = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, "locale": "en-US", **context})
+    page = ctx.new_page()
     page.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
     page.on("console", lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else None)
     page.add_init_script(TRACK_OBJECT_URLS)
@@ -268,6 +272,114 @@ def test_the_page_fits_a_375_px_phone(browser: Browser, live_url: str, photos: l
         expect(page.locator("#predictions li")).to_have_count(3)
         # Not window.innerWidth: on a phone, content too wide zooms the page out and innerWidth grows with it.
         assert page.evaluate("document.documentElement.scrollWidth") <= 375, "the page scrolls sideways"
+    finally:
+        page.context.close()
+    assert problems == []
+
+
+# ---------- languages ----------
+
+# What a user perceives: the title, the rendered text (not hidden elements, not a closed <details>) and the
+# labels, placeholders and tooltips that screen readers and the pointer reveal.
+PERCEIVED_TEXT = """() => [
+    document.title,
+    document.body.innerText,
+    ...[...document.querySelectorAll("[aria-label], [placeholder], [title]")].flatMap((el) =>
+        ["aria-label", "placeholder", "title"].map((name) => el.getAttribute(name) || "")),
+].join("\\n")"""
+
+
+def english_of_the_page() -> set[str]:
+    """The English texts of every key the page uses, cut around their {placeholders} ("{n} photos" -> "photos")."""
+    html = (STATIC_DIR / "classifiers.html").read_text(encoding="utf-8")
+    js = (STATIC_DIR / "classifiers.js").read_text(encoding="utf-8")
+    keys = set(re.findall(r'data-i18n[\w-]*="([\w.]+)"', html)) | set(re.findall(r'\bt\("([\w.]+)"', js))
+    en: dict[str, str] = json.loads((STATIC_DIR / "i18n" / "en.json").read_text(encoding="utf-8"))
+    assert len(keys) > 30
+    assert keys <= set(en), keys - set(en)
+    parts = (part.strip(" ·:;,.()%…“”\"'+×") for key in keys for part in re.split(r"\{\w+\}", en[key]))
+    return {part for part in parts if re.search(r"[A-Za-z]{2}", part)}
+
+
+def test_in_chinese_every_string_of_the_page_is_chinese(browser: Browser, live_url: str, photos: list[Path]) -> None:
+    problems: list[str] = []
+    page = open_classifiers_page(browser, live_url, problems, locale="zh-CN")
+    try:
+        expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+        expect(page).to_have_title("自定义分类器 · resnet-api")
+        expect(page.locator("h1")).to_have_text("教它新类别")
+        expect(page.locator("#clf-table tbody td").nth(2)).to_have_text("90.0%（留一法交叉验证）")
+        expect(page.locator(".label-box .count").first).to_have_text("0 张照片")
+
+        page.click("#train")  # no name yet: the page says so before sending anything
+        expect(page.locator("#train-status")).to_have_text("请为分类器起个名字。")
+
+        def create(route: Route) -> None:
+            if route.request.method != "POST":
+                route.fallback()  # the listing staged by open_classifiers_page
+                return
+            route.fulfill(status=201, json={**CLASSIFIER, "training": {"embed_ms": 40.0, "train_ms": 8.0}})
+
+        page.route("**/v1/classifiers", create)
+        page.fill("#clf-name", str(CLASSIFIER["name"]))
+        boxes = page.locator(".label-box")
+        for i, label in enumerate(("apple", "banana")):
+            boxes.nth(i).locator(".label-name").fill(label)
+            boxes.nth(i).locator(".label-files").set_input_files([str(p) for p in photos])
+        expect(boxes.first.locator(".count")).to_have_text("3 张照片")
+        page.click("#train")
+        expect(page.locator("#train-status")).to_contain_text(f"已训练“{CLASSIFIER['name']}”")
+        expect(page.locator("#accuracy")).to_have_text("准确率估计：90.0%")
+
+        page.route("**/v1/predict*", lambda route: route.fulfill(json=answer("banana")))
+        page.locator("#predict-file").set_input_files(str(photos[0]))
+        expect(page.locator("#predict-status")).to_have_text("banana · 5 毫秒")  # class names stay as taught
+
+        mismatch = {
+            "title": "Classifier trained on other weights",
+            "status": 409,
+            "code": "backbone_mismatch",
+            "detail": "classifier 'fruit' was trained on weights test but the service runs other: restart with those",
+        }
+        page.route("**/v1/classifiers/*/examples", lambda route: route.fulfill(status=409, json=mismatch))
+        page.fill("#improve-label", "apple")
+        page.locator("#improve-files").set_input_files(str(photos[1]))
+        page.click("#improve-submit")
+        status = page.locator("#improve-status")
+        expect(status).to_contain_text("这个分类器是用其他权重训练的")
+        expect(status.locator("summary")).to_have_text("服务器返回的详细信息")
+        expect(status.get_by_text(mismatch["detail"])).to_be_hidden()  # the server's own words: one click away
+
+        text = page.evaluate(PERCEIVED_TEXT)
+        left = [s for s in english_of_the_page() if re.search(rf"(?<![A-Za-z]){re.escape(s)}(?![A-Za-z])", text)]
+        assert left == [], f"English left on the Chinese page: {left}"
+    finally:
+        page.context.close()
+    staged = "the server responded with a status of 409"  # Chromium logs every failed answer, the staged one too
+    assert [p for p in problems if staged not in p] == []
+
+
+def test_a_language_chosen_on_either_page_holds_on_both(browser: Browser, live_url: str) -> None:
+    problems: list[str] = []
+    page = open_classifiers_page(browser, live_url, problems)  # an English browser
+    try:
+        expect(page.locator("h1")).to_have_text("Teach new classes")
+        page.goto(f"{live_url}/")
+        page.wait_for_selector("body[data-ready=true]")
+        page.select_option("#lang", "zh-CN")
+        expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+
+        page.goto(f"{live_url}/classifiers.html")
+        expect(page.locator("h1")).to_have_text("教它新类别")
+        expect(page.locator("#lang")).to_have_value("zh-CN")
+        expect(page.locator("#clf-table tbody td").nth(2)).to_have_text("90.0%（留一法交叉验证）")
+
+        page.select_option("#lang", "en")  # what the page drew itself follows at once, no reload
+        expect(page.locator("h1")).to_have_text("Teach new classes")
+        expect(page.locator("#clf-table tbody td").nth(2)).to_have_text("90.0% (leave-one-out)")
+        page.goto(f"{live_url}/")
+        page.wait_for_selector("body[data-ready=true]")
+        expect(page.locator("html")).to_have_attribute("lang", "en")
     finally:
         page.context.close()
     assert problems == []

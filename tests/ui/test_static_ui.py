@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import httpx
+import pytest
 
 from resnet_api.api.ui import STATIC_DIR
 
@@ -16,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 ASSETS = {
     "/app.js": "text/javascript",
+    "/i18n.js": "text/javascript",
+    "/classifiers.html": "text/html",
+    "/classifiers.js": "text/javascript",
+    "/classifiers.css": "text/css",
     "/style.css": "text/css",
     "/i18n/en.json": "application/json",
     "/i18n/zh-CN.json": "application/json",
@@ -33,6 +38,10 @@ async def test_root_serves_the_page_and_its_assets(client: httpx.AsyncClient) ->
         asset = await client.get(path)
         assert asset.status_code == 200, path
         assert asset.headers["content-type"].startswith(media_type), path
+        # Revalidated before each use, so a page never runs beside a script cached from an older release.
+        assert asset.headers["cache-control"] == "no-cache", path
+        again = await client.get(path, headers={"If-None-Match": asset.headers["etag"]})
+        assert again.status_code == 304, path
 
 
 async def test_ui_leaves_the_api_as_it_was(client: httpx.AsyncClient) -> None:
@@ -73,14 +82,31 @@ def test_every_language_has_every_string_with_the_same_placeholders() -> None:
             assert zh[key] not in ("", en[key]), key
 
 
-def test_every_key_the_page_uses_is_translated() -> None:
-    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    js = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
-    used = set(re.findall(r'data-i18n(?:-aria-label)?="([\w.]+)"', html))
+@pytest.mark.parametrize(("page", "script"), [("index.html", "app.js"), ("classifiers.html", "classifiers.js")])
+def test_every_key_the_page_uses_is_translated(page: str, script: str) -> None:
+    html = (STATIC_DIR / page).read_text(encoding="utf-8")
+    js = (STATIC_DIR / script).read_text(encoding="utf-8")
+    used = set(re.findall(r'data-i18n(?:-aria-label|-title|-placeholder)?="([\w.]+)"', html))
     used |= set(re.findall(r'\bt\("([\w.]+)"', js))
     used |= set(re.findall(r'"(model\.(?:notReady|offline|loading))"', js))
     assert len(used) > 40
     assert used <= set(_messages("en")), used - set(_messages("en"))
+
+
+def test_pages_share_one_language_module_their_policy_allows() -> None:
+    """One list of languages, one storage key and one t(): a language chosen on either page holds on the other."""
+    for page, script in (("index.html", "app.js"), ("classifiers.html", "classifiers.js")):
+        html = (STATIC_DIR / page).read_text(encoding="utf-8")
+        assert f'<script type="module" src="{script}"></script>' in html, page
+        assert re.search(r"script-src 'self'[;\"]", html), f"{page}: its CSP must allow this server's modules"
+        js = (STATIC_DIR / script).read_text(encoding="utf-8")
+        assert re.search(r'^import \{[^}]*\} from "\./i18n\.js";$', js, re.MULTILINE), script
+        assert "localStorage" not in js, f"{script}: remembering the choice is i18n.js's job"
+    shared = (STATIC_DIR / "i18n.js").read_text(encoding="utf-8")
+    languages = re.search(r"LANGUAGES = \{(.*)\};", shared)
+    assert languages, "i18n.js lists its languages in LANGUAGES"
+    listed = set(re.findall(r'"?([\w-]+)"?: "', languages.group(1)))
+    assert listed == {p.stem for p in (STATIC_DIR / "i18n").glob("*.json")}
 
 
 def test_page_loads_nothing_from_other_sites() -> None:

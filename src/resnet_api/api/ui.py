@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from starlette.responses import Response
 from starlette.routing import Match, Mount
-from starlette.staticfiles import StaticFiles
+from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+class UIFiles(StaticFiles):
+    """Static files that browsers revalidate (ETag, a 304 when unchanged) before each use.
+
+    The pages and the modules they import (`i18n.js` by both pages) must come from the same release: without
+    `Cache-Control`, a browser may reuse a cached script for days after an upgrade, beside the new HTML.
+    """
+
+    def file_response(
+        self, full_path: PathLike, stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 class StaticUI(Mount):
@@ -19,7 +36,7 @@ class StaticUI(Mount):
     """
 
     def __init__(self, directory: Path = STATIC_DIR) -> None:
-        super().__init__("/", app=StaticFiles(directory=directory, html=True), name="ui")
+        super().__init__("/", app=UIFiles(directory=directory, html=True), name="ui")
         # The package's files do not change while it runs: list them once, match with a set lookup.
         self.files = frozenset(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
 

@@ -1,7 +1,8 @@
 // The resnet-api Web UI: one image, many images (a grid) or the live camera, against this server's /v1 API.
 // Plain ES module, no build step and no third-party code, so the page works offline from the package.
 
-const LANGS = ["en", "zh-CN"];
+import { currentLang, pickLang, t, useLang, wireLanguageMenu } from "./i18n.js";
+
 const REQUEST_TIMEOUT_MS = 60_000;
 const FRAME_INTERVAL_MS = 250; // the camera sends at most 4 frames a second, and only one at a time
 const FRAME_MAX_SIDE = 320; // frames are downscaled before upload: the model sees 224 x 224 anyway
@@ -11,8 +12,6 @@ const BATCH_CHUNK = 16; // files per batch request (the server accepts up to RES
 
 const $ = (sel) => document.querySelector(sel);
 const state = {
-  lang: "en",
-  messages: {},
   model: null,
   topK: 3,
   files: [], // the current selection: [{file, url}]
@@ -22,38 +21,10 @@ const state = {
   camera: { stream: null, running: false, error: null, preds: null, fps: 0, ms: 0, starting: false },
 };
 
-// ---------- i18n ----------
-
-function pickLang() {
-  const saved = localStorage.getItem("resnet-api.lang");
-  if (LANGS.includes(saved)) return saved;
-  for (const tag of navigator.languages || [navigator.language || "en"]) {
-    if (/^zh\b/i.test(tag)) return "zh-CN";
-    if (/^en\b/i.test(tag)) return "en";
-  }
-  return "en";
-}
-
-function t(key, vars = {}) {
-  const text = state.messages[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : `{${name}}`));
-}
+// ---------- i18n (i18n.js, shared with the classifiers page) ----------
 
 async function setLang(lang) {
-  try {
-    const response = await fetch(`i18n/${lang}.json`);
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    state.messages = await response.json();
-  } catch {
-    return; // server unreachable: keep the language already shown (English is built into the page)
-  }
-  state.lang = lang;
-  document.documentElement.lang = lang;
-  $("#lang").value = lang;
-  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
-  for (const el of document.querySelectorAll("[data-i18n-aria-label]")) {
-    el.setAttribute("aria-label", t(el.dataset.i18nAriaLabel));
-  }
+  if (!(await useLang(lang))) return; // server unreachable: keep the language already shown
   document.title = `resnet-api · ${t("app.title")}`;
   renderModel();
   renderResults();
@@ -61,8 +32,8 @@ async function setLang(lang) {
 }
 
 const pct = (score) =>
-  new Intl.NumberFormat(state.lang, { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 }).format(score);
-const ms = (value) => new Intl.NumberFormat(state.lang, { maximumFractionDigits: value < 10 ? 1 : 0 }).format(value);
+  new Intl.NumberFormat(currentLang(), { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 }).format(score);
+const ms = (value) => new Intl.NumberFormat(currentLang(), { maximumFractionDigits: value < 10 ? 1 : 0 }).format(value);
 
 // ---------- DOM helper ----------
 
@@ -569,10 +540,7 @@ function wire() {
     });
   }
   $("#camera-toggle").addEventListener("click", () => (state.camera.running ? stopCamera() : startCamera()));
-  $("#lang").addEventListener("change", (e) => {
-    localStorage.setItem("resnet-api.lang", e.target.value);
-    setLang(e.target.value);
-  });
+  wireLanguageMenu(setLang);
 }
 
 wire();

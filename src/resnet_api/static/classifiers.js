@@ -1,29 +1,75 @@
 // Custom classifiers page: one drop box per label -> POST /v1/classifiers -> POST /v1/predict?classifier=id.
-// Plain browser JavaScript, no build step and no network access beyond this server.
-"use strict";
+// Plain ES module, no build step and no network access beyond this server; its strings are in i18n/*.json.
+
+import { currentLang, pickLang, t, translate, useLang, wireLanguageMenu } from "./i18n.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
-const state = { classifiers: [], classifyRun: 0 }; // classifyRun: a newer photo's answer wins over a slower older one
+// classifyRun: a newer photo's answer wins over a slower older one. listing and trained: the last answers, kept
+// so that a change of language redraws them.
+const state = { classifiers: [], classifyRun: 0, listing: null, trained: null };
 
 function pct(x) {
   return `${(x * 100).toFixed(1)}%`;
 }
 
-function problemText(xhrOrBody, status) {
-  const body = typeof xhrOrBody === "object" && xhrOrBody !== null ? xhrOrBody : null;
-  if (body && body.detail) return `${body.title || "Error"}: ${body.detail}`;
-  return `The server answered ${status || "nothing"}.`;
+const seconds = (started) => ((performance.now() - started) / 1000).toFixed(1);
+
+function methodName(method) {
+  if (method === "leave-one-out") return t("clf.method.leaveOneOut");
+  const folds = /^(\d+)-fold$/.exec(method);
+  return folds ? t("clf.method.kFold", { k: folds[1] }) : method;
 }
 
-function setStatus(el, text, kind = "") {
-  el.textContent = text;
+// A failed answer in plain words, by its code or status; the server's own (English) detail is one click away.
+function problemMessage(body, status, retryAfter) {
+  const code = (body && body.code) || "";
+  const message =
+    status === 0 ? t("error.network")
+    : code === "backbone_mismatch" ? t("clf.error.otherWeights")
+    : code === "classifier_not_found" ? t("clf.error.notFound")
+    : code === "limit_exceeded" ? t("clf.error.limit")
+    : code === "invalid_training_set" ? t("clf.error.trainingSet")
+    : code === "storage_failed" ? t("clf.error.storage")
+    : code === "not_ready" ? t("error.notReady")
+    : status === 503 ? t("error.busy", { seconds: retryAfter || 1 })
+    : status === 413 ? t("clf.error.tooLarge")
+    : status === 415 ? t("clf.error.notImage")
+    : status === 400 ? t("clf.error.corrupt")
+    : status === 422 ? t("error.invalid")
+    : t("error.server", { status });
+  const detail = body && body.detail;
+  if (!detail || status === 0) return message;
+  const more = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = t("result.details");
+  const text = document.createElement("p");
+  text.textContent = detail;
+  more.append(summary, text);
+  return [message, " ", more];
+}
+
+// Status lines are drawn by a function, kept so that a change of language can draw them again.
+const statusDrawers = new Map();
+
+function setStatus(el, draw, kind = "") {
+  statusDrawers.set(el, draw);
+  const content = draw();
+  el.replaceChildren(...(Array.isArray(content) ? content : [content]));
   el.className = `status ${kind}`.trim();
+}
+
+function redrawStatuses() {
+  for (const [el, draw] of statusDrawers) {
+    const content = draw();
+    el.replaceChildren(...(Array.isArray(content) ? content : [content]));
+  }
 }
 
 // ---- label boxes ----------------------------------------------------------------------------
 
 function addLabelBox(name = "") {
   const node = $("#label-box-template").content.firstElementChild.cloneNode(true);
+  translate(node);
   node.files = [];
   $(".label-name", node).value = name;
   const input = $(".label-files", node);
@@ -37,7 +83,13 @@ function addLabelBox(name = "") {
     node.remove();
   });
   $("#label-boxes").append(node);
+  drawCount(node);
   return node;
+}
+
+function drawCount(box) {
+  const n = box.files.length;
+  $(".count", box).textContent = n === 1 ? t("clf.photos.one", { n }) : t("clf.photos.other", { n });
 }
 
 function addFiles(box, fileList) {
@@ -49,8 +101,7 @@ function addFiles(box, fileList) {
     img.src = URL.createObjectURL(file);
     $(".thumbs", box).append(img);
   }
-  const n = box.files.length;
-  $(".count", box).textContent = `${n} photo${n === 1 ? "" : "s"}`;
+  drawCount(box);
 }
 
 // Thumbnails hold object URLs: release them with the images, or each photo stays in memory until the tab closes.
@@ -74,20 +125,27 @@ function wireDropzone(zone, onFiles) {
 
 // ---- training -------------------------------------------------------------------------------
 
+class Mistake extends Error {
+  constructor(key, vars = {}) {
+    super(key);
+    Object.assign(this, { key, vars });
+  }
+}
+
 function collectTrainingSet() {
   const name = $("#clf-name").value.trim();
-  if (!name) throw new Error("Give the classifier a name.");
+  if (!name) throw new Mistake("clf.check.name");
   const boxes = [...document.querySelectorAll(".label-box")];
   const used = boxes.filter((b) => b.files.length || $(".label-name", b).value.trim());
   const seen = new Set();
   for (const box of used) {
     const label = $(".label-name", box).value.trim();
-    if (!label) throw new Error("Every box with photos needs a label name.");
-    if (!box.files.length) throw new Error(`Add at least one photo to "${label}".`);
-    if (seen.has(label)) throw new Error(`The label "${label}" appears twice.`);
+    if (!label) throw new Mistake("clf.check.labelName");
+    if (!box.files.length) throw new Mistake("clf.check.noPhotos", { label });
+    if (seen.has(label)) throw new Mistake("clf.check.twice", { label });
     seen.add(label);
   }
-  if (used.length < 2) throw new Error("A classifier needs at least two labels with photos.");
+  if (used.length < 2) throw new Mistake("clf.check.twoLabels");
   const form = new FormData();
   form.append("name", name);
   let count = 0;
@@ -110,7 +168,8 @@ function train(event) {
   try {
     set = collectTrainingSet();
   } catch (err) {
-    setStatus(status, err.message, "error");
+    if (!(err instanceof Mistake)) throw err;
+    setStatus(status, () => t(err.key, err.vars), "error");
     return;
   }
   $("#train").disabled = true;
@@ -125,14 +184,15 @@ function train(event) {
   xhr.upload.onprogress = (e) => {
     if (e.lengthComputable) {
       progress.value = (e.loaded / e.total) * 50;
-      setStatus(status, `Uploading ${set.count} photos… ${Math.round((e.loaded / e.total) * 100)}%`);
+      const percent = Math.round((e.loaded / e.total) * 100);
+      setStatus(status, () => t("clf.train.uploading", { count: set.count, percent }));
     }
   };
   xhr.upload.onload = () => {
     progress.removeAttribute("value"); // indeterminate while the server embeds and trains
     const tick = () => {
-      const s = ((performance.now() - started) / 1000).toFixed(1);
-      setStatus(status, `Embedding ${set.count} photos with ResNet-18 and training the head… ${s} s`);
+      const s = seconds(started);
+      setStatus(status, () => t("clf.train.embedding", { count: set.count, seconds: s }));
     };
     tick();
     timer = setInterval(tick, 200);
@@ -144,23 +204,28 @@ function train(event) {
   };
   xhr.onload = async () => {
     done();
-    if (xhr.status !== 201) {
-      setStatus(status, problemText(xhr.response, xhr.status), "error");
+    const c = xhr.response; // null when the answer is not JSON (a proxy's page, say)
+    if (xhr.status !== 201 || !c) {
+      const retryAfter = Number(xhr.getResponseHeader("Retry-After"));
+      setStatus(status, () => (xhr.status === 201 ? t("error.unreadable") : problemMessage(c, xhr.status, retryAfter)), "error");
       return;
     }
-    const c = xhr.response;
-    setStatus(status, `Trained “${c.name}” in ${((performance.now() - started) / 1000).toFixed(1)} s.`, "ok");
-    showResult(c);
+    const s = seconds(started);
+    setStatus(status, () => t("clf.train.done", { name: c.name, seconds: s }), "ok");
+    state.trained = c;
+    showResult();
     await refreshList(c.id);
   };
   xhr.onerror = () => {
     done();
-    setStatus(status, "Could not reach the server.", "error");
+    setStatus(status, () => t("error.network"), "error");
   };
   xhr.send(set.form);
 }
 
-function showResult(c) {
+function showResult() {
+  const c = state.trained;
+  if (!c) return;
   const el = $("#train-result");
   el.hidden = false;
   el.dataset.accuracy = String(c.accuracy.accuracy);
@@ -168,13 +233,14 @@ function showResult(c) {
   const big = document.createElement("div");
   big.className = "big";
   big.id = "accuracy";
-  big.textContent = `Accuracy estimate: ${pct(c.accuracy.accuracy)}`;
+  big.textContent = t("clf.result.accuracy", { accuracy: pct(c.accuracy.accuracy) });
   const how = document.createElement("p");
   how.className = "muted";
-  const t = c.training;
-  how.textContent =
-    `${c.accuracy.method} over ${c.accuracy.evaluated} examples` +
-    (t ? ` · embedding ${Math.round(t.embed_ms)} ms, training ${Math.round(t.train_ms)} ms` : "");
+  const tm = c.training;
+  how.textContent = [
+    t("clf.result.method", { method: methodName(c.accuracy.method), count: c.accuracy.evaluated }),
+    ...(tm ? [t("clf.result.timings", { embed: Math.round(tm.embed_ms), train: Math.round(tm.train_ms) })] : []),
+  ].join(" · ");
   const labels = document.createElement("p");
   labels.textContent = c.labels.map((l) => `${l.label} (${l.examples})`).join(" · ");
   el.append(big, how, labels);
@@ -185,7 +251,13 @@ function showResult(c) {
 async function refreshList(selectId) {
   const response = await fetch("/v1/classifiers");
   if (!response.ok) return;
-  const body = await response.json();
+  state.listing = await response.json();
+  drawList(selectId);
+}
+
+function drawList(selectId) {
+  const body = state.listing;
+  if (!body) return;
   state.classifiers = body.classifiers;
   const tbody = $("#clf-table tbody");
   tbody.replaceChildren();
@@ -195,8 +267,8 @@ async function refreshList(selectId) {
     const cells = [
       c.name,
       c.labels.map((l) => `${l.label} (${l.examples})`).join(", "),
-      `${pct(c.accuracy.accuracy)} (${c.accuracy.method})`,
-      new Date(c.updated_at).toLocaleString(),
+      t("clf.list.accuracyValue", { accuracy: pct(c.accuracy.accuracy), method: methodName(c.accuracy.method) }),
+      new Date(c.updated_at).toLocaleString(currentLang()),
     ];
     for (const text of cells) {
       const td = document.createElement("td");
@@ -206,15 +278,15 @@ async function refreshList(selectId) {
     if (!c.compatible) {
       const badge = document.createElement("span");
       badge.className = "badge";
-      badge.textContent = "other weights";
-      badge.title = `Trained on ${c.backbone.weights}; it refuses to run on the weights this server has.`;
+      badge.textContent = t("clf.list.otherWeights");
+      badge.title = t("clf.list.otherWeightsHint", { weights: c.backbone.weights });
       tr.firstChild.append(" ", badge);
     }
     const actions = document.createElement("td");
     const use = document.createElement("button");
     use.type = "button";
     use.className = "secondary use";
-    use.textContent = "Use";
+    use.textContent = t("clf.list.use");
     use.disabled = !c.compatible;
     use.addEventListener("click", () => {
       $("#clf-select").value = c.id;
@@ -223,11 +295,11 @@ async function refreshList(selectId) {
     const del = document.createElement("button");
     del.type = "button";
     del.className = "secondary delete";
-    del.textContent = "Delete";
+    del.textContent = t("clf.list.delete");
     del.addEventListener("click", async () => {
       if (del.dataset.armed !== "1") {
         del.dataset.armed = "1";
-        del.textContent = "Really delete?";
+        del.textContent = t("clf.list.confirmDelete");
         return;
       }
       const r = await fetch(`/v1/classifiers/${encodeURIComponent(c.id)}`, { method: "DELETE" });
@@ -241,14 +313,14 @@ async function refreshList(selectId) {
   const skipped = $("#skipped");
   skipped.hidden = body.skipped.length === 0;
   skipped.textContent = body.skipped.length
-    ? `Skipped at start-up: ${body.skipped.map((s) => `${s.path} (${s.reason})`).join("; ")}`
+    ? t("clf.list.skipped", { list: body.skipped.map((s) => `${s.path} (${s.reason})`).join("; ") })
     : "";
 
   const select = $("#clf-select");
   const previous = selectId || select.value;
   select.replaceChildren();
   const usable = body.classifiers.filter((c) => c.compatible);
-  if (!usable.length) select.append(new Option("(create one first)", ""));
+  if (!usable.length) select.append(new Option(t("clf.use.none"), ""));
   for (const c of usable) select.append(new Option(`${c.name} — ${c.labels.map((l) => l.label).join(", ")}`, c.id));
   if (usable.some((c) => c.id === previous)) select.value = previous;
   updateLabelChoices();
@@ -262,7 +334,7 @@ async function classify(file) {
   const list = $("#predictions");
   const id = $("#clf-select").value;
   if (!id) {
-    setStatus(status, "Create a classifier first.", "error");
+    setStatus(status, () => t("clf.use.createFirst"), "error");
     return;
   }
   const preview = $("#predict-preview");
@@ -271,7 +343,7 @@ async function classify(file) {
   preview.alt = file.name;
   preview.hidden = false;
   list.replaceChildren();
-  setStatus(status, "Classifying…");
+  setStatus(status, () => t("result.classifying"));
   const c = state.classifiers.find((x) => x.id === id);
   const topK = c ? c.labels.length : 3;
   const form = new FormData();
@@ -283,16 +355,19 @@ async function classify(file) {
       body: form,
     });
   } catch {
-    if (run === state.classifyRun) setStatus(status, "Could not reach the server.", "error");
+    if (run === state.classifyRun) setStatus(status, () => t("error.network"), "error");
     return;
   }
   const body = await response.json().catch(() => null);
   if (run !== state.classifyRun) return; // another photo was dropped meanwhile: its answer is the one to show
-  if (!response.ok) {
-    setStatus(status, problemText(body, response.status), "error");
+  if (!response.ok || !body) {
+    const retryAfter = Number(response.headers.get("Retry-After"));
+    setStatus(status, () => (response.ok ? t("error.unreadable") : problemMessage(body, response.status, retryAfter)), "error");
     return;
   }
-  setStatus(status, `${body.predictions[0].label} · ${Math.round(body.timings.total_ms)} ms`, "ok");
+  const top = body.predictions[0].label;
+  const ms = Math.round(body.timings.total_ms);
+  setStatus(status, () => t("clf.use.answer", { label: top, ms }), "ok");
   for (const p of body.predictions) {
     const li = document.createElement("li");
     li.dataset.label = p.label;
@@ -337,9 +412,10 @@ async function addExamples(event) {
   const status = $("#improve-status");
   const id = $("#clf-select").value;
   const label = $("#improve-label").value.trim();
-  if (!id) return setStatus(status, "Create a classifier first.", "error");
-  if (!label) return setStatus(status, "Name the label these photos show.", "error");
-  if (!improve.files.length) return setStatus(status, "Add at least one photo.", "error");
+  if (!id) return setStatus(status, () => t("clf.use.createFirst"), "error");
+  if (!label) return setStatus(status, () => t("clf.improve.needLabel"), "error");
+  if (!improve.files.length) return setStatus(status, () => t("clf.improve.needPhotos"), "error");
+  const count = improve.files.length;
   const form = new FormData();
   for (const file of improve.files) {
     form.append("labels", label);
@@ -348,27 +424,25 @@ async function addExamples(event) {
   $("#improve-submit").disabled = true;
   const started = performance.now();
   const timer = setInterval(() => {
-    const s = ((performance.now() - started) / 1000).toFixed(1);
-    setStatus(status, `Embedding ${improve.files.length} photos and retraining… ${s} s`);
+    const s = seconds(started);
+    setStatus(status, () => t("clf.improve.working", { count, seconds: s }));
   }, 200);
   try {
     const response = await fetch(`/v1/classifiers/${encodeURIComponent(id)}/examples`, { method: "POST", body: form });
     const body = await response.json().catch(() => null);
     clearInterval(timer); // before the answer is shown: a late tick would overwrite it with "Embedding…"
-    if (!response.ok) {
-      setStatus(status, problemText(body, response.status), "error");
+    if (!response.ok || !body) {
+      const retryAfter = Number(response.headers.get("Retry-After"));
+      setStatus(status, () => (response.ok ? t("error.unreadable") : problemMessage(body, response.status, retryAfter)), "error");
       return;
     }
-    setStatus(
-      status,
-      `Retrained (revision ${body.revision}): accuracy estimate ${pct(body.accuracy.accuracy)} over ${body.examples} examples.`,
-      "ok",
-    );
+    const vars = { revision: body.revision, accuracy: pct(body.accuracy.accuracy), count: body.examples };
+    setStatus(status, () => t("clf.improve.done", vars), "ok");
     improve.files = [];
     dropThumbs($("#improve-thumbs"));
     await refreshList(id);
   } catch {
-    setStatus(status, "Could not reach the server.", "error");
+    setStatus(status, () => t("error.network"), "error");
   } finally {
     clearInterval(timer);
     $("#improve-submit").disabled = false;
@@ -377,23 +451,33 @@ async function addExamples(event) {
 
 // ---- start ----------------------------------------------------------------------------------
 
-document.addEventListener("DOMContentLoaded", () => {
-  for (let i = 0; i < 3; i += 1) addLabelBox();
-  $("#add-label").addEventListener("click", () => addLabelBox());
-  $("#create-form").addEventListener("submit", train);
-  const input = $("#predict-file");
-  input.addEventListener("change", () => {
-    if (input.files.length) classify(input.files[0]);
-    input.value = "";
-  });
-  wireDropzone($("#predict-drop"), (files) => classify(files[0]));
-  const more = $("#improve-files");
-  more.addEventListener("change", () => {
-    addImproveFiles(more.files);
-    more.value = "";
-  });
-  wireDropzone($("#improve-drop"), addImproveFiles);
-  $("#improve-form").addEventListener("submit", addExamples);
-  $("#clf-select").addEventListener("change", updateLabelChoices);
-  refreshList();
+// A module runs once the document is parsed: no DOMContentLoaded needed.
+async function setLang(lang) {
+  if (!(await useLang(lang))) return; // server unreachable: keep the language already shown
+  for (const box of document.querySelectorAll(".label-box")) drawCount(box);
+  redrawStatuses();
+  showResult();
+  drawList();
+}
+
+$("#add-label").addEventListener("click", () => addLabelBox());
+$("#create-form").addEventListener("submit", train);
+const input = $("#predict-file");
+input.addEventListener("change", () => {
+  if (input.files.length) classify(input.files[0]);
+  input.value = "";
 });
+wireDropzone($("#predict-drop"), (files) => classify(files[0]));
+const more = $("#improve-files");
+more.addEventListener("change", () => {
+  addImproveFiles(more.files);
+  more.value = "";
+});
+wireDropzone($("#improve-drop"), addImproveFiles);
+$("#improve-form").addEventListener("submit", addExamples);
+$("#clf-select").addEventListener("change", updateLabelChoices);
+wireLanguageMenu(setLang);
+await setLang(pickLang());
+for (let i = 0; i < 3; i += 1) addLabelBox(); // after the language: a box's photo count is drawn with t()
+document.body.dataset.ready = "true";
+refreshList();

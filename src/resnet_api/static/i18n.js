@@ -1,0 +1,67 @@
+// The Web UI's languages, shared by its pages (index.html and classifiers.html): which one to show, its
+// messages, t() and the language menu. One storage key for all pages, so a choice made on one holds on the others.
+
+// To add a language: add i18n/<tag>.json with the same keys (tests/ui/test_static_ui.py checks them) and list it here.
+export const LANGUAGES = { en: "English", "zh-CN": "简体中文" };
+const STORAGE_KEY = "resnet-api.lang";
+const current = { lang: "en", messages: {} }; // English is also written into the HTML, so it shows before any fetch
+
+export const currentLang = () => current.lang;
+
+// The choice remembered from any page, else the first of the browser's languages the UI has, else English.
+export function pickLang() {
+  const saved = localStorage.getItem(STORAGE_KEY);
+  if (Object.hasOwn(LANGUAGES, saved)) return saved;
+  for (const tag of navigator.languages || [navigator.language || "en"]) {
+    const primary = tag.split("-")[0].toLowerCase(); // by primary subtag: en-GB gets en, zh-TW gets zh-CN
+    const match = Object.keys(LANGUAGES).find((code) => code.split("-")[0].toLowerCase() === primary);
+    if (match) return match;
+  }
+  return "en";
+}
+
+export function t(key, vars = {}) {
+  const text = current.messages[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : `{${name}}`));
+}
+
+// The strings written in the HTML: each element names its key in data-i18n (its text), data-i18n-aria-label,
+// data-i18n-title or data-i18n-placeholder. Copies of a <template> are not in the document: translate them when added.
+export function translate(root = document) {
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const attr of ["aria-label", "title", "placeholder"]) {
+    for (const el of root.querySelectorAll(`[data-i18n-${attr}]`)) el.setAttribute(attr, t(el.getAttribute(`data-i18n-${attr}`)));
+  }
+}
+
+// Loads a language and translates the page's HTML into it; false, and nothing changes, if its file cannot be fetched.
+export async function useLang(lang) {
+  const menu = document.getElementById("lang");
+  let messages;
+  try {
+    const response = await fetch(`i18n/${lang}.json`);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    messages = await response.json();
+  } catch {
+    if (menu) menu.value = current.lang; // server unreachable: the menu keeps naming the language shown
+    return false;
+  }
+  Object.assign(current, { lang, messages });
+  document.documentElement.lang = lang;
+  if (menu) menu.value = lang;
+  translate();
+  return true;
+}
+
+// Fills the page's <select id="lang"> from LANGUAGES; a choice there is remembered, then handed to onChoose.
+export function wireLanguageMenu(onChoose) {
+  const menu = document.getElementById("lang");
+  menu.replaceChildren(
+    ...Object.entries(LANGUAGES).map(([code, name]) => Object.assign(new Option(name, code), { lang: code }))
+  );
+  menu.value = current.lang;
+  menu.addEventListener("change", () => {
+    localStorage.setItem(STORAGE_KEY, menu.value);
+    onChoose(menu.value);
+  });
+}
