@@ -39,6 +39,7 @@ class Sample:
     width: int
     height: int
     params: str
+    turned: bool = False  # an EXIF orientation of 5-8: shown a quarter turn from how it is stored
 
 
 @st.composite
@@ -63,16 +64,18 @@ def images(draw: st.DrawFn) -> Sample:
         params["quality"] = draw(st.integers(5, 95))
     if fmt == "WEBP":
         params["lossless"] = draw(st.booleans())
+    turned = False
     if draw(st.booleans()):
         exif = Image.Exif()
-        exif[0x0112] = draw(st.integers(1, 8))
+        exif[0x0112] = orientation = draw(st.integers(1, 8))
         if fmt in ("JPEG", "PNG", "WEBP"):
             params["exif"] = exif.tobytes()
+            turned = orientation >= 5
     if mode == "P" and fmt == "PNG" and draw(st.booleans()):
         params["transparency"] = 0
     buf = io.BytesIO()
     image.save(buf, fmt, **params)
-    return Sample(buf.getvalue(), fmt, mode, width, height, ",".join(sorted(params)))
+    return Sample(buf.getvalue(), fmt, mode, width, height, ",".join(sorted(params)), turned)
 
 
 def _check_array(array: np.ndarray) -> None:
@@ -90,7 +93,10 @@ def _check_array(array: np.ndarray) -> None:
 def test_any_valid_image_gives_a_normalised_224_tensor(sample: Sample) -> None:
     decoded = preprocess.decode(sample.data, max_pixels=MAX_PIXELS)
     assert decoded.image.mode == "RGB"
-    assert (decoded.width, decoded.height) == (sample.width, sample.height)
+    # the size as shown: a quarter turn swaps the stored width and height
+    assert (decoded.width, decoded.height) == (
+        (sample.height, sample.width) if sample.turned else (sample.width, sample.height)
+    )
     assert decoded.format == sample.fmt
     _check_array(preprocess.to_array(decoded.image))
 
