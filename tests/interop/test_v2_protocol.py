@@ -266,3 +266,33 @@ def test_unknown_v2_paths_are_protocol_404s(http: httpx.Client) -> None:
     answer = http.get("/v2/models/resnet18/config")
     assert answer.status_code == 404
     assert "not offered" in answer.json()["error"]
+
+
+async def test_a_fault_answers_500_in_each_api_s_own_shape_and_the_service_keeps_serving(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resnet_api.inference.service import InferenceService
+
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    image = photo_like(64, 48, seed=1)
+    app = create_app(settings)
+    async with (
+        LifespanManager(app, startup_timeout=60) as manager,
+        # the app's own 500 answer is what is tested; Starlette re-raises afterwards for the server's log
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False), base_url="http://test"
+        ) as client,
+    ):
+        with monkeypatch.context() as patch:
+            patch.setattr(InferenceService, "classify", broken)
+            patch.setattr(InferenceService, "infer_images", broken)
+            v1 = await client.post("/v1/predict", files={"file": ("a.jpg", image, "image/jpeg")})
+            v2 = await client.post(INFER, json=image_request(image))
+        after = await client.post(INFER, json=image_request(image))
+    assert (v1.status_code, v1.headers["content-type"]) == (500, "application/problem+json")
+    assert v1.json()["code"] == "internal_error"
+    assert (v2.status_code, v2.headers["content-type"]) == (500, "application/json")
+    assert v2.json() == {"error": "the server failed; it keeps serving"}
+    assert after.status_code == 200

@@ -212,6 +212,8 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    if _is_v2(request):  # a fault in a /v2 route: still the protocol's shape
+        return JSONResponse({"error": "the server failed; it keeps serving"}, status_code=500)
     body = problem(
         500, "internal_error", "Internal server error", "the server failed; it keeps serving", request.url.path
     )
