@@ -332,9 +332,23 @@ def test_model_identity_is_shown_and_no_banner_for_real_weights(page: Page, serv
     chips = page.inner_text("#model")
     for value in (model["name"], model["weights"], model["backend"], model["precision"], model["version"]):
         assert value in chips
+    assert f"{model['backend']} · {model['precision']}" in chips  # torch runs on torch: no runtime repeated
     assert page.is_hidden("#banner")
     assert page.get_attribute("a[href=docs]", "href") == "docs"
     assert page.get_attribute("a[href=metrics]", "href") == "metrics"
+
+
+def test_the_model_chip_names_the_runtime_when_it_is_not_the_backend(browser: Browser, server: str) -> None:
+    model = {**httpx.get(f"{server}v1/model").json(), "backend": "int8", "runtime": "openvino", "precision": "int8"}
+    context = browser.new_context(locale="en-US")
+    try:
+        context.route("**/v1/model", lambda route: route.fulfill(status=200, json=model))
+        page = context.new_page()
+        page.goto(server)
+        page.wait_for_selector("#model-status .dot")
+        assert "int8 (openvino) · int8" in page.inner_text("#model")
+    finally:
+        context.close()
 
 
 def test_untrained_weights_get_an_unmistakable_banner(

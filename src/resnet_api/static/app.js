@@ -151,7 +151,8 @@ function renderModel() {
       h("dd", { id: "model-status" }, h("span", { class: "dot", "aria-hidden": "true" }), t("model.ready"))),
     chip(t("model.name"), m.name),
     chip(t("model.weights"), m.untrained ? `${m.weights} (${t("model.untrained")})` : m.weights, m.untrained ? "chip-warn" : ""),
-    chip(t("model.backend"), `${m.backend} · ${m.precision}`),
+    // The runtime only where it is not the backend's own name: "int8 (openvino) · int8", but "torch · fp32".
+    chip(t("model.backend"), `${m.backend}${m.runtime && m.runtime !== m.backend ? ` (${m.runtime})` : ""} · ${m.precision}`),
     chip(t("model.version"), m.version)
   );
   $("#banner").hidden = !m.untrained;
