@@ -338,6 +338,20 @@ def test_model_identity_is_shown_and_no_banner_for_real_weights(page: Page, serv
     assert page.get_attribute("a[href=metrics]", "href") == "metrics"
 
 
+def test_the_status_chip_follows_a_server_that_goes_away_and_comes_back(page: Page, images: list[Path]) -> None:
+    page.wait_for_selector("#model-status .dot")
+    page.route("**/v1/**", lambda route: route.abort("connectionrefused"))  # the server is gone
+    page.set_input_files("#file", str(images[0]))
+    page.wait_for_selector(".result[data-status=error]")
+    assert page.inner_text("#model-status") == "Can't reach the server. Retrying…"  # no longer "Ready"
+    assert page.locator("#model-status .dot").count() == 0
+    page.unroute("**/v1/**")  # back
+    page.locator(".result .error-box button").click()
+    page.wait_for_selector(".result[data-status=done]")
+    page.wait_for_selector("#model-status .dot")
+    assert page.inner_text("#model-status") == "Ready"
+
+
 def test_the_model_chip_names_the_runtime_when_it_is_not_the_backend(browser: Browser, server: str) -> None:
     model = {**httpx.get(f"{server}v1/model").json(), "backend": "int8", "runtime": "openvino", "precision": "int8"}
     context = browser.new_context(locale="en-US")

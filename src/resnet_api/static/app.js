@@ -13,6 +13,9 @@ const BATCH_CHUNK = 16; // files per batch request (the server accepts up to RES
 const $ = (sel) => document.querySelector(sel);
 const state = {
   model: null,
+  modelError: null, // an i18n key while /v1/model cannot be read: loading, or the server unreachable
+  modelTimer: null, // the next /v1/model check, while there is an error
+  modelLoading: false,
   topK: 3,
   files: [], // the current selection: [{file, url}]
   items: [], // one per file: {status: "pending" | "done" | "error", data, error, rtt}
@@ -77,8 +80,10 @@ async function post(path, form) {
     response = await fetch(path, { method: "POST", body: form, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   } catch (err) {
     const code = err && err.name === "TimeoutError" ? "timeout" : "network";
+    if (code === "network") lostServer();
     return { ok: false, error: { status: 0, code, detail: String(err && err.message), retryAfter: 1 } };
   }
+  if (state.modelError) loadModel(); // the server answers again: the status chip says so at once
   if (!response.ok) return { ok: false, error: await problemOf(response), rtt: performance.now() - started };
   let data;
   try {
@@ -122,6 +127,8 @@ function errorMessage(error) {
 // ---------- model info and the untrained banner ----------
 
 async function loadModel() {
+  if (state.modelLoading) return;
+  state.modelLoading = true;
   try {
     const response = await fetch("v1/model", { signal: AbortSignal.timeout(10_000) });
     if (!response.ok) throw Object.assign(new Error("not ready"), { kind: "notReady" });
@@ -129,9 +136,23 @@ async function loadModel() {
     state.modelError = null;
   } catch (err) {
     state.modelError = err.kind === "notReady" ? "model.notReady" : "model.offline";
-    setTimeout(loadModel, 2000);
+    checkModelLater();
+  } finally {
+    state.modelLoading = false;
   }
   renderModel();
+}
+
+function checkModelLater() {
+  if (!state.modelTimer) state.modelTimer = setTimeout(() => { state.modelTimer = null; loadModel(); }, 2000);
+}
+
+// A request could not reach the server: the status chip stops saying "Ready" until /v1/model answers again.
+function lostServer() {
+  if (state.modelError === "model.offline") return;
+  state.modelError = "model.offline";
+  renderModel();
+  checkModelLater();
 }
 
 function renderModel() {
@@ -146,9 +167,13 @@ function renderModel() {
   }
   const chip = (label, value, extra = "") =>
     h("div", { class: `chip ${extra}` }, h("dt", {}, label), h("dd", {}, value));
+  const status = state.modelError
+    ? h("div", { class: "chip chip-status chip-warn" }, h("dt", { class: "visually-hidden" }, t("model.status")),
+      h("dd", { id: "model-status" }, t(state.modelError)))
+    : h("div", { class: "chip chip-ready" }, h("dt", { class: "visually-hidden" }, t("model.status")),
+      h("dd", { id: "model-status" }, h("span", { class: "dot", "aria-hidden": "true" }), t("model.ready")));
   box.replaceChildren(
-    h("div", { class: "chip chip-ready" }, h("dt", { class: "visually-hidden" }, t("model.status")),
-      h("dd", { id: "model-status" }, h("span", { class: "dot", "aria-hidden": "true" }), t("model.ready"))),
+    status,
     chip(t("model.name"), m.name),
     chip(t("model.weights"), m.untrained ? `${m.weights} (${t("model.untrained")})` : m.weights, m.untrained ? "chip-warn" : ""),
     // The runtime only where it is not the backend's own name: "int8 (openvino) · int8", but "torch · fp32".
