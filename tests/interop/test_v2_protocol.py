@@ -177,12 +177,17 @@ def test_errors_use_the_protocol_shape(http: httpx.Client, path: str, body: Any,
 async def test_unsupported_methods_get_the_protocol_shape_with_allow(settings: Settings) -> None:
     app = create_app(settings)  # routing answers the 405 before any handler: no model needed
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        for path in (INFER, "/v2/models/resnet18", "/v2/anything"):
-            answer = await client.patch(path, json={})
-            assert answer.status_code == 405, path
-            assert answer.headers["content-type"] == "application/json", path
-            assert list(answer.json()) == ["error"], path
-            assert "POST" in answer.headers["allow"].split(", "), path
+        # Each path the protocol offers names exactly its own methods.
+        for path, allow in ((INFER, "POST"), ("/v2/models/resnet18", "GET")):
+            for method in ("PATCH", "PUT", "DELETE", "POST" if allow == "GET" else "GET"):
+                answer = await client.request(method, path)
+                assert (answer.status_code, answer.headers.get("allow")) == (405, allow), (method, path)
+                assert answer.headers["content-type"] == "application/json", path
+                assert list(answer.json()) == ["error"], path
+        for method in ("GET", "PATCH"):  # a path it does not offer: 404 whatever the method
+            answer = await client.request(method, "/v2/anything")
+            assert answer.status_code == 404, method
+            assert answer.json()["error"].startswith("/v2/anything is not offered: this server implements"), method
         v1 = await client.patch("/v1/predict")
     assert (v1.status_code, v1.headers["content-type"]) == (405, "application/problem+json")
 

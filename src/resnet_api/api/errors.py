@@ -187,11 +187,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 405:
         # Starlette names only the first route matching the path; a path with GET and POST routes has both.
         headers["Allow"] = ", ".join(_allowed_methods(request))
-    if _is_v2(request):  # raised before a /v2 route runs (a 405), so its own error handling never saw it
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers or None)
+    if _is_v2(request):  # raised by routing (404, 405) before a /v2 route runs, so its own handling never saw it
+        message = V2_NOT_OFFERED.format(path=request.url.path) if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers or None)
     code = HTTP_CODES.get(exc.status_code, "http_error")
     body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
     return problem_response(body, headers or None)
+
+
+V2_NOT_OFFERED = "{path} is not offered: this server implements health, server and model metadata, and infer"
 
 
 def _is_v2(request: Request) -> bool:

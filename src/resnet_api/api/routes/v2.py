@@ -166,13 +166,6 @@ async def infer(
     return _respond(service, infer_request, plan, outputs)
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE"], operation_id="v2_not_found")
-async def not_found(path: str) -> Response:
-    raise ProtocolError(
-        f"/v2/{path} is not offered: this server implements health, server and model metadata, and infer", 404
-    )
-
-
 def _summary(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
