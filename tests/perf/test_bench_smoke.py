@@ -68,6 +68,10 @@ def test_latency_split_accounts_for_the_client_time() -> None:
     client, wire, app, service = map(float, parts.groups())
     assert abs(client - (wire + app + service)) < 0.25  # the three parts add up (each rounded to 0.1 ms)
     assert app > 0  # the access log's durations were found and matched to the requests
+    single = re.search(r"in-process single image, right after: ([\d.]+) ms; client p50 - that: ([-+][\d.]+) ms", stdout)
+    assert single is not None, stdout
+    assert float(single.group(1)) > 0
+    assert abs(client - float(single.group(1)) - float(single.group(2))) < 0.15
     assert service > 0
 
 
