@@ -143,8 +143,11 @@ async def image_data(request: Request, settings: SettingsDep) -> bytes:
         await form.close()
 
 
-def too_many_batch_files(sent: str) -> TooManyFiles:
-    return TooManyFiles(f"{sent} files sent (RESNET_API_MAX_BATCH_FILES)")
+def too_many_batch_files(sent: str, settings: Settings) -> TooManyFiles:
+    """The 413 for a batch over `RESNET_API_MAX_BATCH_FILES`, from the route's count or the parser's stop."""
+    return TooManyFiles(
+        f"{sent} files sent; at most {settings.max_batch_files} per request (RESNET_API_MAX_BATCH_FILES)"
+    )
 
 
 async def read_form(
@@ -153,13 +156,13 @@ async def read_form(
     *,
     max_files: int | None = None,
     text_fields_per_file: int = 0,
-    too_many: Callable[[str], TooManyFiles] = too_many_batch_files,
+    too_many: Callable[[str], TooManyFiles] | None = None,
 ) -> FormData:
     """The multipart form, parsed under the form limits (more gets 400 `invalid_form`, too many files 413).
 
     `max_files` defaults to the batch limit; `text_fields_per_file` allows that many more text fields per allowed
     file (the classifier routes send one `labels` field per file). When the parser stops at the file limit,
-    `too_many("more than N")` is the 413 that names it.
+    `too_many("more than N")` is the 413 that names it (default: the batch limit's, `too_many_batch_files`).
     """
     files = settings.max_batch_files if max_files is None else max_files
     try:
@@ -170,7 +173,8 @@ async def read_form(
         )
     except StarletteHTTPException as exc:  # Starlette's parser reports its limits as a 400 with this text
         if str(exc.detail).startswith("Too many files"):
-            raise too_many(f"more than {files}") from exc
+            sent = f"more than {files}"
+            raise (too_many(sent) if too_many else too_many_batch_files(sent, settings)) from exc
         raise
 
 

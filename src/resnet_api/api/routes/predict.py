@@ -15,6 +15,7 @@ from resnet_api.api.deps import (
     ImageSourcesDep,
     ServiceDep,
     SettingsDep,
+    too_many_batch_files,
     unless_disconnected,
 )
 from resnet_api.api.errors import error_responses, problem_for
@@ -97,9 +98,7 @@ async def predict_batch(
     started = time.perf_counter()
     classify = classify_with(service, classifiers, classifier)
     if len(files) > settings.max_batch_files:
-        raise TooManyFiles(
-            f"{len(files)} files sent; at most {settings.max_batch_files} per request (RESNET_API_MAX_BATCH_FILES)"
-        )
+        raise too_many_batch_files(str(len(files)), settings)
     if len(files) > settings.max_queue_size:  # could never be admitted whole: not worth a retry
         raise TooManyFiles(
             f"{len(files)} files sent; this service takes at most {settings.max_queue_size} images at once "
