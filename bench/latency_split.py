@@ -48,23 +48,16 @@ async def timed_requests(port: int, payload: bytes, count: int) -> list[tuple[fl
 
 def in_process_single_ms(backend: str, weights: Path, data: bytes, count: int) -> float:
     """Median time of decode + preprocess + forward for one image, back to back, after 5 unmeasured ones."""
-    from resnet_api.inference import preprocess
-    from resnet_api.inference.backends import on_passing_thread, open_backend
-    from resnet_api.inference.backends.loader import default_weights_file
-    from resnet_api.inference.model import load_state_dict_file
+    from inprocess import decode_and_run, load_backend
+
     from resnet_api.settings import Settings
 
     settings = Settings(weights=str(weights), **backend_settings(backend))  # type: ignore[arg-type]
-    model = on_passing_thread(
-        lambda: open_backend(
-            settings, lambda: load_state_dict_file(weights), weights_file=default_weights_file(settings)
-        )[0]
-    )
+    model = load_backend(settings, weights)
 
     def step() -> float:
         started = time.perf_counter()
-        pixels = preprocess.to_pixels(preprocess.decode(data, max_pixels=10**9, draft=settings.jpeg_draft).image)
-        model.run(preprocess.model_batch([pixels]))
+        decode_and_run(model, data, 1, draft=settings.jpeg_draft)
         return (time.perf_counter() - started) * 1000
 
     for _ in range(5):

@@ -104,26 +104,19 @@ CEILING_CODE = r"""
 import json, sys, threading, time
 import numpy as np
 from pathlib import Path
-from resnet_api.inference import preprocess
-from resnet_api.inference.backends import on_passing_thread, open_backend
-from resnet_api.inference.backends.loader import default_weights_file
+args = json.loads(sys.argv[1])
+sys.path.insert(0, args["bench"])
+from inprocess import decode_and_run, load_backend
 from resnet_api.inference.service import parallel_batches
 from resnet_api.settings import Settings
 
-args = json.loads(sys.argv[1])
 settings = Settings(weights=args["weights"], **args["settings"])
-def load():
-    from resnet_api.inference.model import load_state_dict_file
-    return load_state_dict_file(Path(args["weights"]))
-# Loaded on a thread that ends, as the server does, so no OpenMP team outlives the load.
-backend, _ = on_passing_thread(lambda: open_backend(settings, load, weights_file=default_weights_file(settings)))
+backend = load_backend(settings, Path(args["weights"]))
 out = {"backend": backend.name, "runtime": backend.runtime, "precision": backend.precision, "images": {}}
 for name, path in args["images"].items():
     data = Path(path).read_bytes()
     def step(n, threads=None):
-        # The server's own path: uint8 crops, normalised as one batch.
-        pixels = [preprocess.to_pixels(preprocess.decode(data, max_pixels=10**9, draft=settings.jpeg_draft).image) for _ in range(n)]
-        backend.run(preprocess.model_batch(pixels), threads)
+        decode_and_run(backend, data, n, draft=settings.jpeg_draft, threads=threads)
     def rate(n, parallel, warm):
         # `parallel` threads of work side by side, the model threads split between them, as the server does
         threads = settings.torch_threads // parallel
@@ -160,6 +153,7 @@ print(json.dumps(out))
 
 def ceiling(python: str, backend: str, weights: Path, images: dict[str, Path], quick: bool) -> dict[str, Any]:
     args = {
+        "bench": str(HERE),
         "settings": backend_settings(backend),
         "weights": str(weights),
         "images": {k: str(v) for k, v in images.items()},

@@ -22,12 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from inprocess import load_backend
 from run import make_images, make_weights
 
 from resnet_api.inference import preprocess
-from resnet_api.inference.backends import Backend, on_passing_thread, open_backend
-from resnet_api.inference.backends.loader import default_weights_file
-from resnet_api.inference.model import load_state_dict_file
+from resnet_api.inference.backends import Backend, on_passing_thread
 from resnet_api.settings import Settings, available_cpus
 
 
@@ -45,12 +44,7 @@ def main() -> None:
     batch = preprocess.model_batch([crop()] * size)  # type: ignore[list-item]
 
     def backend(threads: int) -> Backend:
-        settings = Settings(weights=str(weights), backend=name, torch_threads=threads)  # type: ignore[arg-type]
-        return on_passing_thread(
-            lambda: open_backend(
-                settings, lambda: load_state_dict_file(weights), weights_file=default_weights_file(settings)
-            )[0]
-        )
+        return load_backend(Settings(weights=str(weights), backend=name, torch_threads=threads), weights)  # type: ignore[arg-type]
 
     # (label, [(backend, threads per call)]): torch shares one backend; ONNX Runtime needs a session per size.
     shared = backend(cpus)
