@@ -1,7 +1,7 @@
 // The resnet-api Web UI: one image, many images (a grid) or the live camera, against this server's /v1 API.
 // Plain ES module, no build step and no third-party code, so the page works offline from the package.
 
-import { currentLang, pickLang, t, useLang, wireLanguageMenu } from "./i18n.js";
+import { currentLang, errorText, pickLang, t, useLang, wireLanguageMenu } from "./i18n.js";
 
 const REQUEST_TIMEOUT_MS = 60_000;
 const FRAME_INTERVAL_MS = 250; // the camera sends at most 4 frames a second, and only one at a time
@@ -110,19 +110,8 @@ function predictBatch(files) {
 // Worth another try: the server was busy, unreachable or failed; a bad file stays bad.
 const retryable = (error) => error.status === 0 || error.status === 503 || error.status >= 500 || error.code === "unreadable";
 
-function errorMessage(error) {
-  if (error.code === "timeout") return t("error.timeout");
-  if (error.code === "unreadable") return t("error.unreadable");
-  if (error.status === 0) return t("error.network");
-  if (error.status === 413) return t("error.tooLarge");
-  if (error.status === 415) return t("error.notImage");
-  if (error.status === 400) return t("error.corrupt");
-  if (error.status === 503) {
-    return error.code === "not_ready" ? t("error.notReady") : t("error.busy", { seconds: error.retryAfter || 1 });
-  }
-  if (error.status === 422) return t("error.invalid");
-  return t("error.server", { status: error.status });
-}
+// This page's own failures (set by `post`) come first; the rest are the shared messages.
+const errorMessage = (error) => errorText(error, { timeout: "error.timeout", unreadable: "error.unreadable" });
 
 // ---------- model info and the untrained banner ----------
 

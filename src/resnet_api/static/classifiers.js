@@ -1,7 +1,7 @@
 // Custom classifiers page: one drop box per label -> POST /v1/classifiers -> POST /v1/predict?classifier=id.
 // Plain ES module, no build step and no network access beyond this server; its strings are in i18n/*.json.
 
-import { currentLang, pickLang, t, translate, useLang, wireLanguageMenu } from "./i18n.js";
+import { currentLang, errorText, pickLang, t, translate, useLang, wireLanguageMenu } from "./i18n.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 // classifyRun: a newer photo's answer wins over a slower older one. listing and trained: the last answers, kept
@@ -21,22 +21,20 @@ function methodName(method) {
 }
 
 // A failed answer in plain words, by its code or status; the server's own (English) detail is one click away.
+// This page's messages, by error code or status (photos in the plural); the others are the index page's.
+const OWN_ERRORS = {
+  backbone_mismatch: "clf.error.otherWeights",
+  classifier_not_found: "clf.error.notFound",
+  limit_exceeded: "clf.error.limit",
+  invalid_training_set: "clf.error.trainingSet",
+  storage_failed: "clf.error.storage",
+  400: "clf.error.corrupt",
+  413: "clf.error.tooLarge",
+  415: "clf.error.notImage",
+};
+
 function problemMessage(body, status, retryAfter) {
-  const code = (body && body.code) || "";
-  const message =
-    status === 0 ? t("error.network")
-    : code === "backbone_mismatch" ? t("clf.error.otherWeights")
-    : code === "classifier_not_found" ? t("clf.error.notFound")
-    : code === "limit_exceeded" ? t("clf.error.limit")
-    : code === "invalid_training_set" ? t("clf.error.trainingSet")
-    : code === "storage_failed" ? t("clf.error.storage")
-    : code === "not_ready" ? t("error.notReady")
-    : status === 503 ? t("error.busy", { seconds: retryAfter || 1 })
-    : status === 413 ? t("clf.error.tooLarge")
-    : status === 415 ? t("clf.error.notImage")
-    : status === 400 ? t("clf.error.corrupt")
-    : status === 422 ? t("error.invalid")
-    : t("error.server", { status });
+  const message = errorText({ status, code: status === 0 ? "" : (body && body.code) || "", retryAfter }, OWN_ERRORS);
   const detail = body && body.detail;
   if (!detail || status === 0) return message;
   const more = document.createElement("details");

@@ -65,3 +65,15 @@ export function wireLanguageMenu(onChoose) {
     onChoose(menu.value);
   });
 }
+
+// A failed API call in plain words, the messages both pages share: `error` is {status, code, retryAfter}
+// (status 0: no answer). `own` maps an error code or an HTTP status to the page's own key; codes are checked
+// first, statuses after the network and 503 cases.
+export function errorText({ status, code = "", retryAfter = 1 }, own = {}) {
+  if (code && Object.hasOwn(own, code)) return t(own[code]);
+  if (status === 0) return t("error.network");
+  if (status === 503) return code === "not_ready" ? t("error.notReady") : t("error.busy", { seconds: retryAfter || 1 });
+  if (Object.hasOwn(own, status)) return t(own[status]);
+  const key = { 400: "error.corrupt", 413: "error.tooLarge", 415: "error.notImage", 422: "error.invalid" }[status];
+  return key ? t(key) : t("error.server", { status });
+}
