@@ -17,7 +17,7 @@ from resnet_api import __version__
 from resnet_api.api.classifier_schemas import CLASSIFIER_REQUEST_MODELS
 from resnet_api.api.errors import install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
-from resnet_api.api.middleware import REQUEST_ID_HEADER, ApiKeyAuth, RequestContext
+from resnet_api.api.middleware import REQUEST_ID_HEADER, ApiKeyAuth, HeadAsGet, RequestContext
 from resnet_api.api.openapi import REQUEST_MODELS, install_request_schemas
 from resnet_api.api.routes import classifiers, health, model, predict, v2
 from resnet_api.api.routes import metrics as metrics_route
@@ -146,6 +146,7 @@ def create_app(
     # Last, so API routes win; a Mount is not an APIRoute, so the UI stays out of the OpenAPI schema.
     app.router.routes.append(StaticUI())
     # Listed innermost first: the request id wraps everything, so even a 401 or 413 carries it.
+    app.add_middleware(HeadAsGet)  # inside the metrics and access log, which record the HEAD
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_seconds)
     app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), protect_probes=settings.protect_probes)
     if settings.cors_origins:

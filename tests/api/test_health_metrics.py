@@ -72,7 +72,29 @@ async def test_probes_answer_head_like_get_and_stay_one_operation(settings: Sett
         assert (ready.status_code, ready.content) == (200, b"")
         assert ready.headers["content-length"] == str(len((await c.get("/readyz")).content))
     paths = app.openapi()["paths"]
-    assert (set(paths["/livez"]), set(paths["/readyz"])) == ({"get"}, {"get"})
+    assert (set(paths["/livez"]), set(paths["/readyz"]), set(paths["/metrics"])) == ({"get"}, {"get"}, {"get"})
+
+
+HEAD_LIKE_GET = ("/metrics", "/v1/model", "/v1/labels", "/v1/classifiers", "/v2/health/live", "/v2/health/ready", "/")
+
+
+async def test_every_get_path_answers_head_with_its_headers_and_no_body(client: httpx.AsyncClient) -> None:
+    for path in HEAD_LIKE_GET:
+        got, head = await client.get(path), await client.head(path)
+        assert (head.status_code, head.content) == (got.status_code, b""), path
+        assert head.status_code == 200, path
+        assert head.headers.get("content-type") == got.headers.get("content-type"), path  # /v2/health: none
+        if path != "/metrics":  # its body grows with every request, the HEAD's own included
+            assert head.headers["content-length"] == str(len(got.content)), path
+    missing = await client.head("/v1/classifiers/nope")
+    assert (missing.status_code, missing.content) == (404, b"")
+    post_only = await client.head("/v1/predict")
+    assert (post_only.status_code, post_only.headers["allow"]) == (405, "POST")
+    wrong = await client.post("/v1/model")
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET, HEAD")
+    text = (await client.get("/metrics")).text
+    assert 'resnet_api_http_requests_total{method="HEAD",route="/v1/model",status="200"} 1.0' in text
+    assert 'resnet_api_http_requests_total{method="HEAD",route="/v2/health/ready",status="200"} 1.0' in text
 
 
 async def test_metrics_label_ui_docs_and_schema_by_route_not_raw_path(settings: Settings) -> None:

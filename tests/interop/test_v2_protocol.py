@@ -178,8 +178,8 @@ async def test_unsupported_methods_get_the_protocol_shape_with_allow(settings: S
     app = create_app(settings)  # routing answers the 405 before any handler: no model needed
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         # Each path the protocol offers names exactly its own methods.
-        for path, allow in ((INFER, "POST"), ("/v2/models/resnet18", "GET")):
-            for method in ("PATCH", "PUT", "DELETE", "POST" if allow == "GET" else "GET"):
+        for path, allow in ((INFER, "POST"), ("/v2/models/resnet18", "GET, HEAD")):
+            for method in ("PATCH", "PUT", "DELETE", "GET" if allow == "POST" else "POST"):
                 answer = await client.request(method, path)
                 assert (answer.status_code, answer.headers.get("allow")) == (405, allow), (method, path)
                 assert answer.headers["content-type"] == "application/json", path

@@ -128,3 +128,23 @@ def test_access_log_has_a_json_line_with_the_request_id(shared_server: ServerPro
     assert entry["method"] == "POST"
     assert entry["path"] == "/v1/predict"
     assert entry["duration_ms"] > 0
+
+
+def test_head_sends_get_headers_and_no_body_on_a_kept_alive_connection(shared_server: ServerProcess) -> None:
+    """A body after a HEAD's headers would be read as the next response on the same connection."""
+    model = httpx.get(f"{shared_server.base_url}/v1/model", timeout=10)
+    with socket.create_connection(("127.0.0.1", shared_server.port), timeout=10) as sock:
+        sock.sendall(
+            b"HEAD /v1/model HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"HEAD /readyz HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    responses = data.split(b"HTTP/1.1 ")[1:]
+    assert [_status(b"HTTP/1.1 " + r) for r in responses] == [200, 200, 200], data[:500]
+    first_head, _, first_body = responses[0].partition(b"\r\n\r\n")
+    assert first_body == b""  # the next response follows the headers at once
+    assert _headers(first_head)["content-length"] == str(len(model.content))
+    assert responses[2].endswith(b'{"status":"ok"}')

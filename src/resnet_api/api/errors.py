@@ -118,7 +118,9 @@ ERROR_EXAMPLES: dict[int, tuple[str, str, str]] = {
 
 def _example(status: int) -> dict[str, Any]:
     code, title, detail = ERROR_EXAMPLES[status]
-    return {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
+    instance = {404: "/v1/classifiers/x", 500: "/v1/classifiers"}.get(status, "/v1/predict")
+    example = {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
+    return {**example, "instance": instance}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -140,13 +142,13 @@ def status_for(exc: InferenceError) -> int:
     return 500
 
 
-def problem(status: int, code: str, title: str, detail: str, instance: str | None = None, **extra: Any) -> Problem:
+def problem(status: int, code: str, title: str, detail: str, instance: str, **extra: Any) -> Problem:
     return Problem(
         type=PROBLEM_TYPE_BASE + code, title=title, status=status, detail=detail, code=code, instance=instance, **extra
     )
 
 
-def problem_for(exc: InferenceError, instance: str | None = None) -> Problem:
+def problem_for(exc: InferenceError, instance: str) -> Problem:
     return problem(status_for(exc), exc.code, exc.title, exc.detail, instance)
 
 
@@ -208,7 +210,8 @@ def _allowed_methods(request: Request) -> list[str]:
     """Methods some route fully matches for this path (asks the router, so nested routers count too)."""
     allowed = []
     for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"):
-        scope = {**request.scope, "method": method}
+        # HEAD is answered wherever GET is (middleware.HeadAsGet), which the routes themselves do not know.
+        scope = {**request.scope, "method": "GET" if method == "HEAD" else method}
         if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
             allowed.append(method)
     return allowed

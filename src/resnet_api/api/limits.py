@@ -99,5 +99,5 @@ class BodySizeLimit:
         else:
             code = "payload_too_large" if exc.status_code == 413 else "request_timeout"
             title = code.replace("_", " ").capitalize()
-            response = problem_response(problem(exc.status_code, code, title, exc.detail, scope.get("path")), headers)
+            response = problem_response(problem(exc.status_code, code, title, exc.detail, scope["path"]), headers)
         await response(scope, receive, send)

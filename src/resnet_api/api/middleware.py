@@ -1,4 +1,4 @@
-"""ASGI middleware for every request: request ids with a JSON access log line, and API-key checks."""
+"""ASGI middleware for every request: request ids with a JSON access log line, API-key checks, and HEAD."""
 
 from __future__ import annotations
 
@@ -78,6 +78,37 @@ class RequestContext:
                         "user_agent": _header(scope, b"user-agent"),
                     },
                 )
+
+
+class HeadAsGet:
+    """Answers `HEAD` wherever `GET` is answered (RFC 9110 9.3.2): the same status and headers, no body.
+
+    FastAPI's routes answer only the methods they declare, so without this `HEAD /metrics` or `HEAD /v1/model`
+    would be 405 while uptime checkers and load balancers probe with `HEAD`. The request goes down as `GET`
+    (in a copy of the scope: the server keeps its own `HEAD`, so it still sends no body) and the body is
+    dropped on the way back; `Content-Length` stays the one `GET` would send.
+    """
+
+    # What routing writes into the scope, copied back so the middleware outside (metrics) sees the route.
+    ROUTING_KEYS = ("route", "endpoint", "router", "path_params", "app_root_path")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        as_get = {**scope, "method": "GET"}
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                scope.update({key: as_get[key] for key in self.ROUTING_KEYS if key in as_get})
+            elif message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app(as_get, receive, send_without_body)
 
 
 class ApiKeyAuth:

@@ -29,6 +29,7 @@ class Problem(BaseModel):
                     "status": 415,
                     "detail": "not a recognised image: send a JPEG, PNG, GIF, WebP or BMP file",
                     "code": "unsupported_media_type",
+                    "instance": "/v1/predict",
                 }
             ]
         }
@@ -39,7 +40,7 @@ class Problem(BaseModel):
     status: int = Field(description="HTTP status code")
     detail: str = Field(description="What went wrong with this request and what to do about it")
     code: str = Field(description="Stable machine-readable error code")
-    instance: str | None = Field(default=None, description="The request path")
+    instance: str = Field(description="The request path")
     # Absent, never null, when there is nothing to list: in problem+json bodies and in batch items alike.
     errors: list[dict[str, object]] | SkipJsonSchema[None] = Field(
         default=None, exclude_if=lambda value: value is None, description="Validation errors, for 422"

@@ -28,9 +28,3 @@ async def readyz(request: Request) -> HealthResponse:
     if service is None or not service.is_ready or request.app.state.draining:
         raise NotReady("the model is loading or the service is shutting down")
     return HealthResponse(status="ready")
-
-
-# Uptime checkers and load balancers probe with HEAD: the same status as GET (the server sends no body).
-# Separate routes kept out of the schema, so each probe stays one operation with one operation id.
-router.add_api_route("/livez", livez, methods=["HEAD"], include_in_schema=False)
-router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
