@@ -374,9 +374,17 @@ def test_a_language_chosen_on_either_page_holds_on_both(browser: Browser, live_u
         expect(page.locator("#lang")).to_have_value("zh-CN")
         expect(page.locator("#clf-table tbody td").nth(2)).to_have_text("90.0%（留一法交叉验证）")
 
+        other_tab = page.context.new_page()  # the index page, open beside it, in Chinese too
+        other_tab.goto(f"{live_url}/")
+        other_tab.wait_for_selector("body[data-ready=true]")
+        expect(other_tab.locator("html")).to_have_attribute("lang", "zh-CN")
+
         page.select_option("#lang", "en")  # what the page drew itself follows at once, no reload
         expect(page.locator("h1")).to_have_text("Teach new classes")
         expect(page.locator("#clf-table tbody td").nth(2)).to_have_text("90.0% (leave-one-out)")
+        expect(other_tab.locator("html")).to_have_attribute("lang", "en")  # the other tab follows, no reload
+        expect(other_tab.locator("#lang")).to_have_value("en")
+        expect(other_tab.locator("[data-i18n='drop.title']")).to_have_text("Drop images here or click to choose")
         page.goto(f"{live_url}/")
         page.wait_for_selector("body[data-ready=true]")
         expect(page.locator("html")).to_have_attribute("lang", "en")

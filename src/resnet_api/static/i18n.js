@@ -54,6 +54,8 @@ export async function useLang(lang) {
 }
 
 // Fills the page's <select id="lang"> from LANGUAGES; a choice there is remembered, then handed to onChoose.
+// A choice made in another tab of the UI is handed to onChoose too, so open tabs follow it without a reload
+// (the browser tells the other tabs, never the one that wrote).
 export function wireLanguageMenu(onChoose) {
   const menu = document.getElementById("lang");
   menu.replaceChildren(
@@ -63,6 +65,9 @@ export function wireLanguageMenu(onChoose) {
   menu.addEventListener("change", () => {
     localStorage.setItem(STORAGE_KEY, menu.value);
     onChoose(menu.value);
+  });
+  window.addEventListener("storage", ({ key, newValue }) => {
+    if (key === STORAGE_KEY && Object.hasOwn(LANGUAGES, newValue) && newValue !== current.lang) onChoose(newValue);
   });
 }
 
