@@ -396,6 +396,7 @@ def test_chinese_follows_the_browser_and_the_switch_changes_language(
     try:
         assert page.get_attribute("html", "lang") == "zh-CN"
         assert page.inner_text("h1") == "这张图片里有什么？"
+        assert page.title() == "图像分类 · resnet-api"
         page.set_input_files("#file", [str(images[2]), str(not_an_image)])
         page.wait_for_function("() => document.querySelectorAll('.card[data-status=pending]').length === 0")
         assert "这个文件不是模型能读取的图片" in page.inner_text(".card[data-status=error]")
@@ -406,6 +407,7 @@ def test_chinese_follows_the_browser_and_the_switch_changes_language(
         page.select_option("#lang", "en")
         page.wait_for_function("() => document.documentElement.lang === 'en'")
         assert page.inner_text("h1") == "What's in this picture?"
+        assert page.title() == "Image classifier · resnet-api"
         assert "not an image the model can read" in page.inner_text(".card[data-status=error]")
         page.reload()
         page.wait_for_selector("body[data-ready=true]")

@@ -28,7 +28,6 @@ const state = {
 
 async function setLang(lang) {
   if (!(await useLang(lang))) return; // server unreachable: keep the language already shown
-  document.title = `resnet-api · ${t("app.title")}`;
   renderModel();
   renderResults();
   renderCamera();
