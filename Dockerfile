@@ -55,7 +55,7 @@ WORKDIR /tmp
 # ONNX/int8 exports the non-torch backends make once from the baked weights).
 VOLUME ["/tmp", "/var/lib/resnet-api"]
 EXPOSE 8000
-# /livez through the stdlib (no curl in the image); the script follows RESNET_API_PORT.
+# /readyz through the stdlib (no curl in the image): healthy once the model is loaded; follows RESNET_API_PORT.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/opt/resnet-api/healthcheck.py"]
 ENTRYPOINT ["/opt/resnet-api/entrypoint.sh"]

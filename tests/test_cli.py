@@ -141,3 +141,70 @@ def test_serve_answers_over_http_and_stops_cleanly(weights_file: Path) -> None:
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert "Application shutdown complete" in output
+
+
+@pytest.fixture
+def held_download() -> Iterator[tuple[str, threading.Event]]:
+    """A loopback weights URL whose answer waits for the event, then sends bytes that are not the weights."""
+    release = threading.Event()
+
+    class Held(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            release.wait(60)
+            body = b"not the official weights"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Held)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/resnet18-f37072fd.pth", release
+    release.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_serve_listens_while_the_model_loads_and_exits_1_when_the_load_fails(
+    tmp_path: Path, held_download: tuple[str, threading.Event]
+) -> None:
+    url, release = held_download
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_api", "serve", "--port", str(port)],
+        env=cli_env(RESNET_API_WEIGHTS_DIR=str(tmp_path), RESNET_API_WEIGHTS_URL=url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        live = None
+        while live is None and time.monotonic() < deadline:  # the weights download is held: still loading
+            try:
+                live = httpx.get(f"{base}/livez", timeout=2)
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.1)
+        assert live is not None, "the port opens while the model loads"
+        assert live.status_code == 200
+        ready = httpx.get(f"{base}/readyz", timeout=2)
+        assert (ready.status_code, ready.json()["code"]) == (503, "not_ready")
+        assert "resnet_api_ready 0.0" in httpx.get(f"{base}/metrics", timeout=2).text
+        release.set()  # the download ends with the wrong bytes: the load fails, and the server stops
+        assert proc.wait(60) == 1
+        output = proc.stdout.read() if proc.stdout else ""
+        assert "the model could not be loaded, the server stops" in output
+        assert "resnet-api weights fetch" in output  # the fixes are named, as when the start-up was the load
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()

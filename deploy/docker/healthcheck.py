@@ -1,4 +1,4 @@
-"""Container health check without curl: exit 0 when GET /livez answers 200, else 1.
+"""Container health check without curl: exit 0 when GET /readyz answers 200, else 1.
 
 Docker's HEALTHCHECK and the compose healthcheck run it; it follows RESNET_API_PORT like the server does.
 """
@@ -10,7 +10,9 @@ import sys
 import urllib.error
 import urllib.request
 
-PATH = "/livez"
+# Readiness, not liveness: the server listens while the model loads, and "healthy" is what `depends_on:
+# condition: service_healthy` waits for before sending traffic.
+PATH = "/readyz"
 
 
 def url() -> str:

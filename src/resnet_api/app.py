@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from resnet_api.api.routes import classifiers, health, model, predict, v2
 from resnet_api.api.routes import metrics as metrics_route
 from resnet_api.api.ui import StaticUI
 from resnet_api.inference.classifiers import registry_for
+from resnet_api.inference.errors import WeightsUnavailable
 from resnet_api.inference.service import InferenceService, WeightsLoader, load_weights
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
@@ -94,28 +96,60 @@ def route_label(scope: Scope) -> str:
 
 
 def create_app(
-    settings: Settings | None = None, *, weights_loader: WeightsLoader = load_weights, metrics: Metrics | None = None
+    settings: Settings | None = None,
+    *,
+    weights_loader: WeightsLoader = load_weights,
+    metrics: Metrics | None = None,
+    load_in_background: bool = False,
 ) -> FastAPI:
+    """The application. With `load_in_background` (what `resnet-api serve` does) the start-up returns at once, so
+    the server listens while the model loads: `/livez` and `/metrics` answer, `/readyz` and the API say 503
+    `not_ready` until it is ready, and a failed load sets `app.state.load_failed` for the server to stop on.
+    Without it the start-up is the load, as in-process users (tests, `asgi-lifespan`) expect."""
     settings = settings or Settings()
     metrics = metrics or Metrics()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def open_service() -> None:
         service = InferenceService(settings, weights_loader=weights_loader, metrics=metrics)
         await service.start()
-        app.state.service = service
         registry = registry_for(settings, service, service.description)
-        await registry.open()
+        try:
+            await registry.open()
+        except BaseException:
+            await service.stop()  # its threads would outlive the failed start-up
+            raise
         app.state.classifiers = registry
+        app.state.service = service  # last: requests see the service only with its classifiers
         if app.state.draining:  # SIGTERM arrived while the model was loading
             service.drain()
+
+    async def open_service_or_report() -> None:
+        try:
+            await open_service()
+        except WeightsUnavailable as exc:  # a setting to fix, whose message names the fixes: no traceback
+            log.error("the model could not be loaded, the server stops: %s", exc)
+            app.state.load_failed = True
+        except Exception:
+            log.exception("the model could not be loaded: the server stops")
+            app.state.load_failed = True
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(open_service_or_report()) if load_in_background else None
+        if loading is None:
+            await open_service()
         try:
             yield
         finally:
+            if loading is not None:
+                await loading  # stopped while loading: let it finish, then close what it opened
             # 1. classifier writes in progress finish (they need the model); 2. readiness fails at once;
             # 3. accepted work finishes; 4. threads are released.
-            await registry.close()
-            await service.stop()
+            registry, service = app.state.classifiers, app.state.service
+            if registry is not None:
+                await registry.close()
+            if service is not None:
+                await service.stop()
             app.state.service = None
             app.state.classifiers = None
 
@@ -139,6 +173,7 @@ def create_app(
     app.state.service = None
     app.state.draining = False
     app.state.classifiers = None
+    app.state.load_failed = False
     install_error_handlers(app)
     for router in (predict.router, model.router, health.router, metrics_route.router, v2.router, classifiers.router):
         app.include_router(router)

@@ -34,12 +34,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _setup_logging(settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, load_in_background=True)  # listens, and answers /livez, while the model loads
     # One worker per process on purpose: each worker would load its own model and half-fill its own batcher.
     started = server.serve(
         app,
         on_drain=lambda: begin_draining(app),
         drain_seconds=settings.shutdown_drain_seconds,
+        failed=lambda: bool(app.state.load_failed),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -6,6 +6,9 @@ next tick, so the app would keep reporting ready while it drains. Here the signa
 2. keeps the listener open for `drain_seconds` so load balancers see the failing readiness;
 3. then lets uvicorn stop: close the listener, wait up to `timeout_graceful_shutdown` for accepted requests,
    run the lifespan shutdown, and return normally (exit code 0; uvicorn would re-raise SIGTERM otherwise).
+
+The model loads after the listener opens (`create_app(load_in_background=True)`); when `failed()` turns true
+(the load failed) the server stops the same way, and `serve` reports that start-up failed.
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ import uvicorn
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, *, on_drain: Callable[[], None], drain_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        on_drain: Callable[[], None],
+        drain_seconds: float = 0.0,
+        failed: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__(config)
         self._on_drain = on_drain
         self._drain_seconds = drain_seconds
         self._drain_started: float | None = None
+        self.failed = failed
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         first = self._drain_started is None
@@ -40,15 +51,26 @@ class DrainingServer(uvicorn.Server):
             return  # a second Ctrl-C skips the drain
         super().handle_exit(sig, frame)
 
-    async def on_tick(self, counter: int) -> bool:
+    async def on_tick(self, counter: int) -> bool:  # every 0.1 s
         started = self._drain_started
         if started is not None and not self.should_exit and time.monotonic() - started >= self._drain_seconds:
+            self.should_exit = True
+        if self.failed():
             self.should_exit = True
         return await super().on_tick(counter)
 
 
-def serve(app: Any, *, on_drain: Callable[[], None], drain_seconds: float = 0.0, **uvicorn_options: Any) -> bool:
-    """Run `app` like `uvicorn.run(app, **uvicorn_options)`, with the draining SIGTERM; False if start-up failed."""
-    server = DrainingServer(uvicorn.Config(app, **uvicorn_options), on_drain=on_drain, drain_seconds=drain_seconds)
+def serve(
+    app: Any,
+    *,
+    on_drain: Callable[[], None],
+    drain_seconds: float = 0.0,
+    failed: Callable[[], bool] = lambda: False,
+    **uvicorn_options: Any,
+) -> bool:
+    """Run `app` like `uvicorn.run(app, **uvicorn_options)`, with the draining SIGTERM, until it stops or `failed()`;
+    False if start-up failed."""
+    config = uvicorn.Config(app, **uvicorn_options)
+    server = DrainingServer(config, on_drain=on_drain, drain_seconds=drain_seconds, failed=failed)
     server.run()
-    return server.started
+    return server.started and not failed()

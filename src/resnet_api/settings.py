@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     """File with more API keys, one per line (`#` comments allowed): a Docker or Kubernetes secret."""
 
     protect_probes: bool = False
-    """With API keys set, also require a key for `/livez`, `/readyz` and `/metrics`."""
+    """With API keys set, also require a key for `/livez`, `/readyz`, `/metrics` and `/v2/health/*`."""
 
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     """Comma-separated origins allowed by CORS (`*` for any); empty means no CORS headers at all."""

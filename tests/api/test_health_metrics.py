@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import httpx
 from asgi_lifespan import LifespanManager
 
 from imagegen import photo_like
 from resnet_api.app import create_app
+from resnet_api.inference.model import LoadedWeights
+from resnet_api.inference.service import load_weights
 from resnet_api.settings import Settings
 
 
@@ -54,6 +59,55 @@ async def test_metrics_are_prometheus_text_without_redirect(client: httpx.AsyncC
         'resnet_api_images_total{outcome="unsupported_media_type"} 1.0',
     ):
         assert name in text, name
+
+
+async def test_in_the_background_load_the_server_is_live_before_ready(settings: Settings) -> None:
+    """`resnet-api serve` listens while the model loads: orchestrators see it alive, not ready; then ready."""
+    release = threading.Event()
+
+    def slow_loader(s: Settings) -> LoadedWeights:
+        assert release.wait(60)
+        return load_weights(s)
+
+    app = create_app(settings, weights_loader=slow_loader, load_in_background=True)
+    async with (
+        LifespanManager(app, startup_timeout=10, shutdown_timeout=60) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
+    ):
+        assert (await c.get("/livez")).status_code == 200  # the start-up returned while the load waits
+        ready = await c.get("/readyz")
+        assert (ready.status_code, ready.json()["code"]) == (503, "not_ready")
+        assert "retry-after" in ready.headers
+        predict = await c.post("/v1/predict", files={"file": ("a.jpg", photo_like(), "image/jpeg")})
+        assert (predict.status_code, predict.json()["code"]) == (503, "not_ready")
+        assert "resnet_api_ready 0.0" in (await c.get("/metrics")).text
+        release.set()
+        for _ in range(600):  # bounded: 60 s
+            if (await c.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        predict = await c.post("/v1/predict", files={"file": ("a.jpg", photo_like(), "image/jpeg")})
+        assert predict.status_code == 200
+        assert "resnet_api_ready 1.0" in (await c.get("/metrics")).text
+        assert app.state.load_failed is False
+    assert app.state.service is None  # closed at shutdown
+
+
+async def test_a_failed_background_load_is_reported_and_the_server_stays_unready(settings: Settings) -> None:
+    def broken_loader(s: Settings) -> LoadedWeights:
+        raise RuntimeError("weights file is corrupt")
+
+    app = create_app(settings, weights_loader=broken_loader, load_in_background=True)
+    async with (
+        LifespanManager(app, startup_timeout=10) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
+    ):
+        for _ in range(300):  # bounded: 30 s
+            if app.state.load_failed:
+                break
+            await asyncio.sleep(0.1)
+        assert app.state.load_failed is True  # what `resnet-api serve` stops on, with exit code 1
+        assert (await c.get("/readyz")).status_code == 503
 
 
 async def test_probes_answer_head_like_get_and_stay_one_operation(settings: Settings) -> None:

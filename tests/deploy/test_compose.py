@@ -135,7 +135,7 @@ def test_api_service_hardening_health_and_limits(
     assert any(t.split(":")[0] == "/tmp" for t in svc["tmpfs"]), "the image's only writable path"
     assert svc["cap_drop"] == ["ALL"]
     assert svc["healthcheck"]["test"] == ["CMD", "python", "/opt/resnet-api/healthcheck.py"]
-    assert seconds(svc["healthcheck"]["start_period"]) >= 30, "the model loads before /livez answers"
+    assert seconds(svc["healthcheck"]["start_period"]) >= 30, "the model loads before /readyz answers"
     limits = svc["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) >= 1
     assert memory_bytes(limits["memory"]) >= 1024**3, "about 350 MiB peak at 32 clients, plus large decodes"

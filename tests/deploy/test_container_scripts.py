@@ -108,10 +108,10 @@ def run_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_healthcheck_passes_on_200_from_livez(probe_server: tuple[int, type[_Handler]]) -> None:
+def test_healthcheck_passes_on_200_from_readyz(probe_server: tuple[int, type[_Handler]]) -> None:
     port, handler = probe_server
     assert run_healthcheck(port).returncode == 0
-    assert handler.seen == ["/livez"]
+    assert handler.seen == ["/readyz"]
 
 
 def test_healthcheck_fails_on_an_error_status(probe_server: tuple[int, type[_Handler]]) -> None:

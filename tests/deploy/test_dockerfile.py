@@ -107,7 +107,7 @@ def test_entry_command_is_resnet_api_serve(final_stage: list[dockerfile.Command]
     assert scripts["resnet-api"] == "resnet_api.cli:main"
 
 
-def test_healthcheck_probes_livez_without_curl(final_stage: list[dockerfile.Command], routes: set[str]) -> None:
+def test_healthcheck_probes_readyz_without_curl(final_stage: list[dockerfile.Command], routes: set[str]) -> None:
     check = only(final_stage, "HEALTHCHECK")
     assert check.json
     assert check.value[0] == "CMD"
@@ -116,7 +116,7 @@ def test_healthcheck_probes_livez_without_curl(final_stage: list[dockerfile.Comm
     script = Path(check.value[-1])
     assert check.value[1:] == ("python", str(script))
     healthcheck = load_module(ROOT / "deploy" / "docker" / script.name)
-    assert healthcheck.PATH == "/livez"
+    assert healthcheck.PATH == "/readyz"  # the port opens before the model is loaded
     assert healthcheck.PATH in routes
 
 
