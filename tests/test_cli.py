@@ -29,6 +29,17 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def serve_process(port: int, *args: str, **env: str) -> subprocess.Popen[str]:
+    """`resnet-api serve` on `port`, its output (stdout and stderr) on `stdout`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "resnet_api", "serve", "--port", str(port), *args],
+        env=cli_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def test_predict_prints_a_table(tmp_path: Path, weights_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = tmp_path / "photo.jpg"
     image.write_bytes(photo_like())
@@ -109,13 +120,7 @@ def test_serve_refuses_to_start_without_imagenet_weights(tmp_path: Path) -> None
 
 def test_serve_answers_over_http_and_stops_cleanly(weights_file: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "resnet_api", "serve", "--port", str(port), "--weights", str(weights_file)],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = serve_process(port, "--weights", str(weights_file))
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
@@ -175,13 +180,7 @@ def test_serve_listens_while_the_model_loads_and_exits_1_when_the_load_fails(
 ) -> None:
     url, release = held_download
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "resnet_api", "serve", "--port", str(port)],
-        env=cli_env(RESNET_API_WEIGHTS_DIR=str(tmp_path), RESNET_API_WEIGHTS_URL=url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = serve_process(port, RESNET_API_WEIGHTS_DIR=str(tmp_path), RESNET_API_WEIGHTS_URL=url)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
