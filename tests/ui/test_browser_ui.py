@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
-from playwright.sync_api import Browser, Page, Playwright, Request, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Request, expect, sync_playwright
 
 import chromium
 from imagegen import encode
@@ -350,6 +350,33 @@ def test_the_status_chip_follows_a_server_that_goes_away_and_comes_back(page: Pa
     page.wait_for_selector(".result[data-status=done]")
     page.wait_for_selector("#model-status .dot")
     assert page.inner_text("#model-status") == "Ready"
+
+
+def test_a_page_opened_while_the_model_loads_says_so_then_turns_ready(browser: Browser, server: str) -> None:
+    """`resnet-api serve` answers the page before the model is loaded; the API says 503 `not_ready` till then."""
+    loading = {
+        "type": "https://resnet-api.dev/problems/not_ready",
+        "title": "Service not ready",
+        "status": 503,
+        "detail": "the model is still loading: retry shortly",
+        "code": "not_ready",
+        "instance": "/v1/model",
+    }
+    context = browser.new_context(locale="en-US")
+    try:
+        context.route(
+            "**/v1/model",
+            lambda route: route.fulfill(status=503, json=loading, headers={"Retry-After": "1"}),
+        )
+        page = context.new_page()
+        page.goto(server)
+        expect(page.locator("#model-status")).to_have_text("The model is still loading. Retrying…")
+        assert page.locator("#model-status .dot").count() == 0
+        context.unroute("**/v1/model")  # loaded: the page's next check (every 2 s) finds it
+        expect(page.locator("#model-status")).to_have_text("Ready", timeout=10_000)
+        assert httpx.get(f"{server}v1/model").json()["weights"] in page.inner_text("#model")
+    finally:
+        context.close()
 
 
 def test_the_model_chip_names_the_runtime_when_it_is_not_the_backend(browser: Browser, server: str) -> None:
