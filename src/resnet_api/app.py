@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api import __version__
 from resnet_api.api.classifier_schemas import CLASSIFIER_REQUEST_MODELS
-from resnet_api.api.errors import install_error_handlers
+from resnet_api.api.errors import UnexpectedErrors, install_error_handlers
 from resnet_api.api.limits import BodySizeLimit
 from resnet_api.api.middleware import REQUEST_ID_HEADER, ApiKeyAuth, HeadAsGet, RequestContext
 from resnet_api.api.openapi import REQUEST_MODELS, install_request_schemas
@@ -50,9 +50,10 @@ Every error is an RFC 9457 problem (`application/problem+json`) with a stable `c
 class RequestMetrics:
     """Counts and times every HTTP request by route template and status."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,32 +67,39 @@ class RequestMetrics:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 elapsed = time.perf_counter() - started
-                self.metrics.request_latency.labels(scope["method"], route_label(scope)).observe(elapsed)
+                self.metrics.request_latency.labels(scope["method"], route_label(scope, self.routes)).observe(elapsed)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.requests.labels(scope["method"], route_label(scope), str(status)).inc()
+            self.metrics.requests.labels(scope["method"], route_label(scope, self.routes), str(status)).inc()
 
 
-def route_label(scope: Scope) -> str:
+def route_label(scope: Scope, routes: Sequence[BaseRoute]) -> str:
     """The template of the route that answered (never the raw path, so the label's values stay few).
 
     FastAPI's router puts `scope["route"]` only for its own routes; a Mount (the Web UI, the docs' assets) or a
-    plain Starlette Route (`/openapi.json`) leaves just `scope["endpoint"]`, so that is looked up among the routes.
+    plain Starlette Route (`/openapi.json`) leaves just `scope["endpoint"]`, so that is looked up among `routes`
+    (every route, those of included routers too: see `create_app`). An answer given before routing (a 401 from
+    the key check, a 413 from `Content-Length`) leaves neither: it counts under the route the path would have
+    reached. Only a path no route takes is `unmatched`.
     """
     route = scope.get("route")
     if route is not None:
         return str(route.path)
     endpoint = scope.get("endpoint")
-    router = scope.get("router")
-    if endpoint is not None and router is not None:
-        for candidate in router.routes:
-            if isinstance(candidate, Mount) and candidate.app is endpoint:
-                return candidate.path_format  # "/static-offline-docs/{path}"; the UI at "/" is "/{path}"
-            if isinstance(candidate, Route) and candidate.endpoint is endpoint:
-                return candidate.path
+    for candidate in routes:
+        if endpoint is None:
+            hit = candidate.matches(scope)[0] is not Match.NONE  # the method may differ: a 405 is the route's too
+        else:
+            hit = (isinstance(candidate, Mount) and candidate.app is endpoint) or (
+                isinstance(candidate, Route) and candidate.endpoint is endpoint
+            )
+        if hit and isinstance(candidate, Mount):
+            return candidate.path_format  # "/static-offline-docs/{path}"; the UI at "/" is "/{path}"
+        if hit and isinstance(candidate, Route):
+            return candidate.path
     return "unmatched"
 
 
@@ -175,12 +183,14 @@ def create_app(
     app.state.classifiers = None
     app.state.load_failed = False
     install_error_handlers(app)
-    for router in (predict.router, model.router, health.router, metrics_route.router, v2.router, classifiers.router):
+    routers = (predict.router, model.router, health.router, metrics_route.router, v2.router, classifiers.router)
+    for router in routers:
         app.include_router(router)
     install_request_schemas(app, (*REQUEST_MODELS, *CLASSIFIER_REQUEST_MODELS))
     # Last, so API routes win; a Mount is not an APIRoute, so the UI stays out of the OpenAPI schema.
     app.router.routes.append(StaticUI())
     # Listed innermost first: the request id wraps everything, so even a 401 or 413 carries it.
+    app.add_middleware(UnexpectedErrors)  # its 500 goes out through every layer below, request id included
     app.add_middleware(HeadAsGet)  # inside the metrics and access log, which record the HEAD
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_seconds)
     app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), protect_probes=settings.protect_probes)
@@ -188,12 +198,15 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],  # DELETE: /v1/classifiers/{id}
             allow_headers=["Authorization", "X-API-Key", "Content-Type", REQUEST_ID_HEADER],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
             max_age=600,
         )
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    # The app's router holds included routers as opaque wrappers (FastAPI 0.165): the metrics label looks through
+    # the app's own routes and mounts, and the routes of each router included above.
+    labelled = [r for r in app.router.routes if isinstance(r, Route | Mount)] + [r for x in routers for r in x.routes]
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=labelled)
     app.add_middleware(RequestContext, log_requests=settings.access_log)
     return app
 

@@ -46,6 +46,8 @@ def test_numeric_tensor_from_json_nested_flat_and_binary() -> None:
     assert np.array_equal(numeric_tensor("FP32", [1, 2, 3], None, values.astype("<f4").tobytes()), values)
     with pytest.raises(ProtocolError, match="not a FP32 tensor"):
         numeric_tensor("FP32", [1], ["x"], None)
+    with pytest.raises(ProtocolError, match="not a FP32 tensor"):  # JSON integers have no bound: 400, not 500
+        numeric_tensor("FP32", [2], [10**400, 0], None)
 
 
 def test_decompression_is_capped() -> None:

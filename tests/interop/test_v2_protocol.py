@@ -285,19 +285,22 @@ async def test_a_fault_answers_500_in_each_api_s_own_shape_and_the_service_keeps
     app = create_app(settings)
     async with (
         LifespanManager(app, startup_timeout=60) as manager,
-        # the app's own 500 answer is what is tested; Starlette re-raises afterwards for the server's log
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False), base_url="http://test"
-        ) as client,
+        # The transport raises what escapes the app: the 500 must be an answer, not an exception (uvicorn would
+        # then close the connection) that Starlette's outermost handler answers without the request id.
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://test") as client,
     ):
         with monkeypatch.context() as patch:
             patch.setattr(InferenceService, "classify", broken)
             patch.setattr(InferenceService, "infer_images", broken)
-            v1 = await client.post("/v1/predict", files={"file": ("a.jpg", image, "image/jpeg")})
-            v2 = await client.post(INFER, json=image_request(image))
+            v1 = await client.post(
+                "/v1/predict", files={"file": ("a.jpg", image, "image/jpeg")}, headers={"X-Request-ID": "fault-1"}
+            )
+            v2 = await client.post(INFER, json=image_request(image), headers={"X-Request-ID": "fault-2"})
         after = await client.post(INFER, json=image_request(image))
     assert (v1.status_code, v1.headers["content-type"]) == (500, "application/problem+json")
     assert v1.json()["code"] == "internal_error"
+    assert v1.headers["x-request-id"] == "fault-1"  # what a user quotes to find the traceback in the log
     assert (v2.status_code, v2.headers["content-type"]) == (500, "application/json")
     assert v2.json() == {"error": "the server failed; it keeps serving"}
+    assert v2.headers["x-request-id"] == "fault-2"
     assert after.status_code == 200

@@ -112,6 +112,12 @@ async def test_cors_allows_only_the_configured_origins(weights_file: Path) -> No
         )
         assert preflight.status_code == 200  # preflights need no key
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        delete = await client.options(  # every method the API offers: a page may delete its classifiers
+            "/v1/classifiers/abc",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "DELETE"},
+        )
+        assert delete.status_code == 200, delete.text
+        assert "DELETE" in delete.headers["access-control-allow-methods"]
         response = await client.get("/v1/model", headers={"Origin": "https://app.example", "X-API-Key": KEY_A})
         assert response.headers["access-control-allow-origin"] == "https://app.example"
         assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
@@ -132,6 +138,7 @@ async def test_every_response_has_a_request_id_and_a_json_log_line(
             "401": await client.get("/v1/model"),
             "404": await client.get("/nope", headers={"X-Request-ID": "req-404"}),
             "413": await client.post("/v1/predict", content=bytes(4096), headers={"X-API-Key": KEY_A}),
+            "metrics": await client.get("/metrics"),
         }
     assert responses["given"].headers["x-request-id"] == "trace-42.abc"
     assert responses["401"].status_code == 401
@@ -139,6 +146,11 @@ async def test_every_response_has_a_request_id_and_a_json_log_line(
     for name in ("ok", "unsafe", "too_long", "401", "413"):
         assert re.fullmatch(r"[0-9a-f]{32}", responses[name].headers["x-request-id"]), name
     assert len({r.headers["x-request-id"] for r in responses.values()}) == len(responses)
+    # The 401 and the 413 come before routing: still counted under the route they were for, not "unmatched".
+    metrics = responses["metrics"].text
+    assert 'resnet_api_http_requests_total{method="GET",route="/v1/model",status="401"} 1.0' in metrics
+    assert 'resnet_api_http_requests_total{method="POST",route="/v1/predict",status="413"} 1.0' in metrics
+    assert 'resnet_api_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in metrics
 
     records = [r for r in caplog.records if r.name == "resnet_api.access"]
     by_id = {getattr(r, "request_id", None): r for r in records}

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resnet_api.api.schemas import Problem
 from resnet_api.inference.errors import (
@@ -225,6 +226,38 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         500, "internal_error", "Internal server error", "the server failed; it keeps serving", request.url.path
     )
     return problem_response(body)
+
+
+class UnexpectedErrors:
+    """Answers an unexpected exception with `_unexpected_error`'s 500 from inside the app's middleware.
+
+    Starlette runs an `Exception` handler in its outermost layer, outside every middleware the app adds: that 500
+    would lack the request id (and CORS headers), and the exception, re-raised after it, makes uvicorn close the
+    connection. Added innermost, this makes the 500 one more answer and the connection stays open. The handler
+    installed below still answers faults in the middleware itself.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as exc:
+            if started:  # too late for another answer
+                raise
+            response = await _unexpected_error(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -103,7 +103,7 @@ def numeric_tensor(datatype: str, shape: Sequence[int], data: list[Any] | None, 
         raise ProtocolError("the input has neither `data` nor binary data")
     try:
         array = np.asarray(data, dtype=dtype.newbyteorder("="))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer beyond the type, 10**400
         raise ProtocolError(f"data is not a {datatype} tensor: {exc}") from None
     if array.size != count:
         raise ProtocolError(f"data has {array.size} elements; shape {list(shape)} needs {count}")
