@@ -3,11 +3,14 @@
 import asyncio
 import base64
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from asgi_lifespan import LifespanManager
 
@@ -282,3 +285,41 @@ async def test_training_forms_are_parsed_under_the_form_limits(fs_settings: Sett
         assert len(many_labels["data"]["labels"]) > fs_settings.max_form_fields  # type: ignore[index]
         assert (await client.post("/v1/classifiers", **many_labels)).status_code == 201
         assert (await client.get("/livez")).status_code == 200
+
+
+async def test_a_drain_refuses_new_requests_but_lets_a_training_already_accepted_finish(
+    fs_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during a training: its examples are embedded a few at a time, the later ones after the drain."""
+    from resnet_api.app import begin_draining
+    from resnet_api.inference.backends.torch_backend import TorchBackend
+
+    real_run = TorchBackend.run
+    started = threading.Event()
+
+    def slow_run(self: TorchBackend, batch: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        started.set()
+        time.sleep(0.05)  # the training is still embedding when the drain begins
+        return real_run(self, batch, threads)
+
+    settings = fs_settings.model_copy(update={"max_batch_size": 1})
+    app = create_app(settings)
+    async with (
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver") as client,
+    ):
+        monkeypatch.setattr(TorchBackend, "run", slow_run)
+        training = asyncio.create_task(client.post("/v1/classifiers", **multipart(training_set(4), "late")))
+        async with asyncio.timeout(30):
+            while not started.is_set():
+                await asyncio.sleep(0.005)
+        begin_draining(app)  # what the SIGTERM handler does
+        ready = await client.get("/readyz")
+        refused = await client.post("/v1/predict", files={"file": ("a.png", colour_image("red", 7), "image/png")})
+        new_training = await client.post("/v1/classifiers", **multipart(training_set(2, seed=3), "new"))
+        accepted = await training
+    assert (ready.status_code, refused.status_code, new_training.status_code) == (503, 503, 503)
+    assert refused.json()["code"] == new_training.json()["code"] == "not_ready"
+    assert "shutting down" in refused.json()["detail"]
+    assert accepted.status_code == 201, accepted.text  # was 503 not_ready: its later examples were refused
+    assert accepted.json()["examples"] == 12

@@ -28,10 +28,20 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_service(request: Request) -> InferenceService:
+    """The service, for a request accepted now: 503 `not_ready` while the model loads and once draining began.
+
+    New requests are refused here, where they enter; the service itself keeps running the images of requests
+    accepted before the drain (see `InferenceService.drain`).
+    """
     service: InferenceService | None = getattr(request.app.state, "service", None)
     if service is None:
         raise NotReady("the model is still loading: retry shortly")
+    if request.app.state.draining:
+        raise NotReady(SHUTTING_DOWN)
     return service
+
+
+SHUTTING_DOWN = "the service is shutting down: retry shortly (another replica will answer)"
 
 
 T = TypeVar("T")
@@ -199,6 +209,8 @@ async def get_classifiers(request: Request) -> ClassifierRegistry:
     registry: ClassifierRegistry | None = getattr(request.app.state, "classifiers", None)
     if registry is None:
         raise NotReady("the service is still starting: retry shortly")
+    if request.app.state.draining:  # as get_service: new requests are refused where they enter
+        raise NotReady(SHUTTING_DOWN)
     return registry
 
 

@@ -155,7 +155,13 @@ class InferenceService:
 
     @property
     def is_ready(self) -> bool:
-        return self._backend is not None and self._batcher.accepting and not self._draining
+        """Loaded and taking new requests: what readiness reports; false from `drain()` on."""
+        return self.accepting and not self._draining
+
+    @property
+    def accepting(self) -> bool:
+        """Loaded and not stopped: work runs, including the rest of requests accepted before a drain."""
+        return self._backend is not None and self._batcher.accepting
 
     @property
     def description(self) -> ModelDescription:
@@ -263,7 +269,9 @@ class InferenceService:
         return self._admitted
 
     def drain(self) -> None:
-        """Refuse new work at once (readiness fails); what was already admitted still runs. Signal-safe."""
+        """Readiness fails at once, and the API refuses new requests (`api.deps`); the images of requests already
+        accepted still run, those not yet admitted too (a batch's later items, a classifier's examples), until
+        `stop()`. Signal-safe."""
         self._draining = True
         self.metrics.ready.set(0)
 
@@ -308,7 +316,7 @@ class InferenceService:
 
     async def infer_arrays(self, arrays: Sequence[np.ndarray]) -> list[ModelOutput]:
         """Raw model outputs for already preprocessed 3x224x224 float32 arrays, through the shared batcher."""
-        if not self.is_ready:
+        if not self.accepting:
             raise NotReady("the model is not ready: retry shortly")
         expected = (3, preprocess.CROP, preprocess.CROP)
         for i, array in enumerate(arrays):
@@ -331,7 +339,7 @@ class InferenceService:
         """Decode, batch and run one image, or answer from the result cache."""
         key = ""
         if self.cache.enabled:
-            if not self.is_ready:
+            if not self.accepting:
                 raise NotReady("the model is not ready: retry shortly")
             key = content_key(data, self._cache_context)
             hit = self.cache.get(key)
@@ -361,7 +369,7 @@ class InferenceService:
         A batch admitted image by image would have its tail refused one by one inside a 200, where clients and
         proxies that retry a 503 do not look. Only a check: concurrent requests can still take the room first.
         """
-        if not self.is_ready:
+        if not self.accepting:
             raise NotReady("the service is not ready or is shutting down: retry shortly")
         limit = self.settings.max_queue_size
         if self._admitted + images > limit:
