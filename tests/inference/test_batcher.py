@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from resnet_api.inference.batcher import BatchStats, MicroBatcher
-from resnet_api.inference.errors import NotReady, Overloaded
+from resnet_api.inference.errors import DeadlineExceeded, NotReady, Overloaded
 
 
 class Recorder:
@@ -127,6 +127,35 @@ async def test_cancelled_callers_are_skipped() -> None:
     assert (await first).value == 0
     await batcher.stop()
     assert [1] not in fn.calls
+
+
+async def test_callers_that_gave_up_free_their_place_in_the_queue_at_once() -> None:
+    """A disconnected or expired caller's item stays queued until collected, but no longer counts: the queue's
+    bound and depth are the callers still waiting, so live requests are not refused as overloaded."""
+    fn = Recorder()
+    fn.gate.clear()
+    batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_batch_size=1, max_wait_s=0, max_queue_size=2)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.05)  # on the model thread, held there
+    gone = asyncio.ensure_future(batcher.submit(1))
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit(2, timeout_s=0.05)
+    await asyncio.sleep(0)
+    assert batcher.depth == 1
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert batcher.depth == 0
+    live = [asyncio.ensure_future(batcher.submit(i)) for i in (3, 4)]  # were Overloaded: 2 dead items held the slots
+    await asyncio.sleep(0)
+    assert batcher.depth == 2
+    with pytest.raises(Overloaded):
+        await batcher.submit(5)
+    fn.gate.set()
+    assert [r.value for r in await asyncio.gather(first, *live)] == [0, 30, 40]
+    await batcher.stop()
+    assert fn.calls == [[0], [3], [4]]  # the dead items never ran
+    assert batcher.depth == 0
 
 
 async def test_idle_housekeeping_runs_once_after_a_quiet_spell_on_the_model_thread() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from imagegen import photo_like
-from resnet_api.inference.errors import NotReady
+from resnet_api.inference.errors import DeadlineExceeded, NotReady
 from resnet_api.inference.service import InferenceService, parallel_batches
 from resnet_api.settings import Settings
 
@@ -217,3 +218,56 @@ def test_only_one_thread_ever_leads_an_openmp_team(weights_file: Path) -> None:
         [sys.executable, "-c", OPENMP_WORKERS, str(weights_file)], check=True, capture_output=True, text=True
     )
     assert result.stdout.split() == ["1"]
+
+
+async def test_an_image_waiting_for_a_decode_thread_is_answered_at_its_deadline(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline counts from admission, decoding included: a decode backlog does not make every image wait
+    for its own (wasted) decode before being refused."""
+    real_decode = InferenceService._decode
+    decodes: list[int] = []
+
+    def slow_decode(self: InferenceService, data: bytes) -> Any:
+        decodes.append(1)
+        time.sleep(0.2)
+        return real_decode(self, data)
+
+    monkeypatch.setattr(InferenceService, "_decode", slow_decode)
+    service = InferenceService(
+        settings.model_copy(update={"decode_workers": 1, "request_deadline_ms": 500.0, "warmup": False})
+    )
+    await service.start()
+    try:
+        outcomes = await asyncio.gather(
+            *(service.classify(photo_like(64, 48, seed=i)) for i in range(8)), return_exceptions=True
+        )
+    finally:
+        await service.stop()
+    refused = [o for o in outcomes if isinstance(o, DeadlineExceeded)]
+    assert len(refused) >= 4
+    assert all(not isinstance(o, BaseException) for o in outcomes[: 8 - len(refused)])  # first come, first served
+    assert len(decodes) <= 8 - len(refused) + 1  # the refused were never decoded (one may have been under way)
+    text = service.metrics.render().decode()
+    assert f'resnet_api_images_total{{outcome="deadline_exceeded"}} {len(refused)}.0' in text
+
+
+async def test_a_batch_the_model_fails_on_is_counted(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from resnet_api.inference.backends.torch_backend import TorchBackend
+
+    def broken(self: TorchBackend, batch: np.ndarray, threads: int | None = None) -> Any:
+        raise RuntimeError("a fault in the model")
+
+    service = InferenceService(settings.model_copy(update={"warmup": False}))
+    await service.start()
+    try:
+        monkeypatch.setattr(TorchBackend, "run", broken)
+        with pytest.raises(RuntimeError):
+            await service.classify(photo_like(seed=2))
+        monkeypatch.undo()
+        await service.classify(photo_like(seed=3))  # and it keeps serving
+    finally:
+        await service.stop()
+    text = service.metrics.render().decode()
+    assert 'resnet_api_images_total{outcome="internal_error"} 1.0' in text
+    assert 'resnet_api_images_total{outcome="ok"} 1.0' in text

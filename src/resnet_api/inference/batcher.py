@@ -1,6 +1,7 @@
 """A generic dynamic micro-batcher: bounded queue of (item, future), a monotonic deadline, model threads.
 
-1. `submit` puts an item and a future on a bounded queue (full -> `Overloaded`, at once).
+1. `submit` puts an item and a future on the queue, bounded by the items whose caller still waits there (full ->
+   `Overloaded`, at once); an item whose caller gave up no longer counts, though it stays queued until collected.
 2. The collector waits for the first item without polling, then takes more until `max_batch_size`
    or `max_wait_s` after the first one, whichever comes first. With `more_coming` (adaptive wait) it
    waits only while that says more items are on their way, so a lone request never waits.
@@ -44,6 +45,7 @@ class _Pending(Generic[In, Out]):
     enqueued: float = field(default_factory=time.perf_counter)
     deadline: float | None = None  # perf_counter time after which the item is dropped unless already running
     started: bool = False
+    waiting: bool = False  # queued, and its caller still waits: counts in the queue's bound and depth
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,9 @@ class MicroBatcher(Generic[In, Out]):
         self._run_batch = run_batch
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
-        self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue(maxsize=max_queue_size)
+        self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue()  # bounded by `_waiting`, see `submit`
+        self._max_queue_size = max_queue_size
+        self._waiting = 0
         self._on_batch = on_batch
         self._more_coming = more_coming
         self._on_idle = on_idle
@@ -124,7 +128,8 @@ class MicroBatcher(Generic[In, Out]):
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        """Items queued whose caller still waits (those given up on are skipped when collected)."""
+        return self._waiting
 
     @property
     def accepting(self) -> bool:
@@ -151,18 +156,30 @@ class MicroBatcher(Generic[In, Out]):
             if timeout_s <= 0:
                 raise DeadlineExceeded("the request deadline passed before the image reached the queue")
             pending.deadline = pending.enqueued + timeout_s
-        try:
-            self._queue.put_nowait(pending)
-        except asyncio.QueueFull:
-            raise Overloaded(f"the queue is full ({self._queue.maxsize} images waiting): retry shortly") from None
+        if 0 < self._max_queue_size <= self._waiting:
+            raise Overloaded(f"the queue is full ({self._max_queue_size} images waiting): retry shortly")
+        self._queue.put_nowait(pending)
+        pending.waiting = True
+        self._waiting += 1
         timer = None
         if timeout_s is not None:
             timer = asyncio.get_running_loop().call_later(timeout_s, _expire, pending, timeout_s)
         try:
             return await future  # a cancelled caller cancels the future at once, so the collector skips it
         finally:
+            self._dequeued(pending)  # answered, expired or given up: its place in the bound is free
             if timer is not None:
                 timer.cancel()
+
+    def _dequeued(self, pending: _Pending[In, Out]) -> None:
+        if pending.waiting:
+            pending.waiting = False
+            self._waiting -= 1
+
+    def _take(self, pending: _Pending[In, Out]) -> _Pending[In, Out]:
+        """The collector took `pending` off the queue."""
+        self._dequeued(pending)
+        return pending
 
     async def stop(self) -> None:
         """Stop accepting, finish everything already accepted, then stop the model thread."""
@@ -189,7 +206,7 @@ class MicroBatcher(Generic[In, Out]):
             executor = await self._reserve()
             idle_timeout = self._idle_after_s if busy_since_idle and self._on_idle is not None else None
             try:
-                first = await asyncio.wait_for(self._queue.get(), idle_timeout)  # None: wait without a timer
+                first = self._take(await asyncio.wait_for(self._queue.get(), idle_timeout))  # None: no timer
             except TimeoutError:
                 busy_since_idle = False
                 await self._idle(loop, executor)
@@ -200,7 +217,7 @@ class MicroBatcher(Generic[In, Out]):
             deadline = time.perf_counter() + self._max_wait_s
             while len(batch) < self._max_batch_size:
                 if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._take(self._queue.get_nowait()))
                     continue
                 if self._more_coming is not None and self._more_coming() <= 0:
                     break
@@ -208,11 +225,11 @@ class MicroBatcher(Generic[In, Out]):
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    batch.append(self._take(await asyncio.wait_for(self._queue.get(), remaining)))
                 except TimeoutError:
                     break
             threads = self._share
-            if self._queue.empty() and (self._more_coming is None or self._more_coming() <= 0):
+            if self._waiting == 0 and (self._more_coming is None or self._more_coming() <= 0):
                 threads += self._free_threads  # nothing behind this batch: it may use every idle thread
                 self._free_threads = 0
             if threads == self._threads and self._whole is not None:

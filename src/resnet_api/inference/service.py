@@ -21,7 +21,7 @@ from resnet_api.inference.backends.loader import default_weights_file
 from resnet_api.inference.batcher import BatchResult, BatchStats, MicroBatcher
 from resnet_api.inference.cache import LruCache, content_key
 from resnet_api.inference.catalog import EMBEDDING_DIM, MODEL_NAME, load_labels
-from resnet_api.inference.errors import InferenceError, InvalidTensor, NotReady, Overloaded
+from resnet_api.inference.errors import DeadlineExceeded, InferenceError, InvalidTensor, NotReady, Overloaded
 from resnet_api.metrics import Metrics
 from resnet_api.settings import Settings
 
@@ -309,7 +309,7 @@ class InferenceService:
 
         async def one(data: bytes) -> ModelOutput:
             with self._admit() as deadline:
-                _, array, _ = await self._preprocess(data)
+                _, array, _ = await self._preprocess(data, deadline)
                 return (await self._submit(array, deadline)).value
 
         return await _all_or_first_error([one(d) for d in images])
@@ -349,7 +349,7 @@ class InferenceService:
                 total_ms = round((time.perf_counter() - started) * 1000, 3)
                 return hit[0], hit[1], Timings(0.0, 0.0, 0.0, total_ms, 0, cached=True)
         with self._admit() as deadline:
-            meta, array, decode_s = await self._preprocess(data)
+            meta, array, decode_s = await self._preprocess(data, deadline)
             result = await self._submit(array, deadline)
         if key:
             self.cache.put(key, (meta, result.value))
@@ -393,12 +393,21 @@ class InferenceService:
         finally:
             self._admitted -= 1
 
-    async def _preprocess(self, data: bytes) -> tuple[ImageMeta, np.ndarray, float]:
+    async def _preprocess(self, data: bytes, deadline: float) -> tuple[ImageMeta, np.ndarray, float]:
+        """Decode on a decode thread; an image still waiting for one (or decoding) at its deadline is answered
+        `DeadlineExceeded` then, and its decode is cancelled if it has not started."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         self._decoding += 1  # the adaptive batch wait waits only while some image is here
         try:
-            decoded, array = await loop.run_in_executor(self._decode_pool, self._decode, data)
+            decoding = loop.run_in_executor(self._decode_pool, self._decode, data)
+            try:
+                decoded, array = await asyncio.wait_for(decoding, max(deadline - started, 0.0))
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"the image waited {self.settings.request_deadline_ms:.0f} ms without being decoded "
+                    "(RESNET_API_REQUEST_DEADLINE_MS)"
+                ) from None
         except InferenceError as exc:
             self.metrics.images.labels(outcome=exc.code).inc()
             raise
@@ -417,6 +426,9 @@ class InferenceService:
             result = await self._batcher.submit(array, timeout_s=deadline - time.perf_counter())
         except InferenceError as exc:
             self.metrics.images.labels(outcome=exc.code).inc()
+            raise
+        except Exception:  # the model failed on its batch: answered as a 500 `internal_error`
+            self.metrics.images.labels(outcome="internal_error").inc()
             raise
         finally:
             self.metrics.queue_depth.set(self._batcher.depth)
