@@ -10,6 +10,7 @@ import pytest
 from resnet_api.inference.classifiers import BackboneRef, ClassifierRegistry, ClassifierStore, Example, Limits
 from resnet_api.inference.errors import (
     BackboneMismatch,
+    ClassifierChanged,
     ClassifierNotFound,
     InvalidImage,
     InvalidTrainingSet,
@@ -242,3 +243,24 @@ async def test_an_unwritable_data_directory_is_a_clear_error(tmp_path: Path) -> 
         await registry.create("x", examples("ab"))
     assert registry.all() == []
     await registry.close()
+
+
+async def test_a_replica_that_lost_a_race_answers_409_and_takes_the_winner_s_classifier(tmp_path: Path) -> None:
+    a = await open_registry(tmp_path)
+    item = await a.create("letters", examples("ab"))
+    b = await open_registry(tmp_path)  # a second replica on the same volume, started after the create
+    winner = await a.add_examples(item.id, examples("c", seed=1))
+    with pytest.raises(ClassifierChanged):
+        await b.add_examples(item.id, examples("d", seed=2))  # B's copy is revision 1: it would drop "c"
+    assert b.get(item.id).manifest == winner.manifest  # reloaded: a retry on B builds on A's revision
+    assert (await b.add_examples(item.id, examples("d", seed=2))).manifest.labels == ["a", "b", "c", "d"]
+    b_copy = b.get(item.id).manifest.revision  # B wrote revision 3 itself: A's copy is revision 2
+    assert b_copy == 3
+    await b.delete(item.id)
+    with pytest.raises(ClassifierChanged, match="deleted it"):
+        await a.add_examples(item.id, examples("a", seed=3))  # would bring the deleted classifier back
+    with pytest.raises(ClassifierNotFound):  # A learnt of the delete
+        a.get(item.id)
+    assert list(tmp_path.iterdir()) == []
+    await a.close()
+    await b.close()

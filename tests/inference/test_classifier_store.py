@@ -1,5 +1,6 @@
 import hashlib
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from resnet_api.inference.classifiers.store import (
     atomic_write,
     encode_head,
 )
+from resnet_api.inference.errors import ClassifierChanged
 
 BACKBONE = BackboneRef(name="resnet18", weights="test", weights_sha256="ab" * 32)
 
@@ -138,3 +140,58 @@ def test_an_interrupted_delete_is_finished_at_load(tmp_path: Path) -> None:
 
 def test_missing_root_is_empty(tmp_path: Path) -> None:
     assert ClassifierStore(tmp_path / "nope").load_all() == ([], [])
+
+
+# ---------- replicas sharing one data directory ----------
+
+
+def test_a_replica_with_an_old_copy_cannot_overwrite_or_revive_another_s_write(tmp_path: Path) -> None:
+    a, b = ClassifierStore(tmp_path), ClassifierStore(tmp_path)  # two processes on one volume
+    save(a, "one")
+    kept = save(a, "one", revision=2, seed=1)  # A retrains; B still holds revision 1
+    with pytest.raises(ClassifierChanged, match="saved revision 2"):
+        save(b, "one", revision=2, seed=2)
+    assert [c.manifest for c in b.load_all()[0]] == [kept]  # A's retrain is what stays
+    a.delete("one")
+    with pytest.raises(ClassifierChanged, match="deleted it"):
+        save(b, "one", revision=2, seed=3)
+    assert list(tmp_path.iterdir()) == []  # the delete stays a delete
+
+
+def test_a_create_appears_whole_and_an_interrupted_one_leaves_nothing(tmp_path: Path) -> None:
+    store = ClassifierStore(tmp_path)
+    save(store, "one")
+    assert [p.name for p in tmp_path.iterdir()] == ["one"]  # written aside, then renamed into place
+    crashed = tmp_path / ".creating-two-123"  # what a crash between its files leaves
+    crashed.mkdir()
+    (crashed / "head-1.npz").write_bytes(b"partial")
+    loaded, skipped = store.load_all()
+    assert ([c.manifest.id for c in loaded], skipped) == (["one"], [])  # not a "corrupt" entry forever
+    assert [p.name for p in tmp_path.iterdir()] == ["one"]
+
+
+def test_a_replica_starting_up_waits_for_a_write_before_cleaning_up(tmp_path: Path) -> None:
+    writer, starting = ClassifierStore(tmp_path), ClassifierStore(tmp_path)
+    save(writer, "one")
+    in_flight = tmp_path / "one" / f".{MANIFEST}.abc.tmp"  # the writer's file before its rename
+    holding, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with writer._writing():
+            in_flight.write_bytes(b"{")
+            holding.set()
+            release.wait(10)
+            in_flight.unlink()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert holding.wait(10)
+    loading = threading.Thread(target=starting.load_all)
+    loading.start()
+    loading.join(0.3)
+    assert loading.is_alive()  # waits for the lock instead of deleting the file being written
+    assert in_flight.exists()
+    release.set()
+    thread.join(10)
+    loading.join(10)
+    assert not loading.is_alive()

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from resnet_api.api.schemas import Problem
 from resnet_api.inference.errors import (
     BackboneMismatch,
+    ClassifierChanged,
     ClassifierNotFound,
     ClientDisconnected,
     DeadlineExceeded,
@@ -51,6 +52,7 @@ STATUS: dict[type[InferenceError], int] = {
     WeightsUnavailable: 503,
     ClassifierNotFound: 404,
     BackboneMismatch: 409,
+    ClassifierChanged: 409,
     LimitExceeded: 422,
     InvalidTrainingSet: 422,
     InferenceError: 500,
@@ -79,7 +81,8 @@ ERROR_DESCRIPTIONS = {
     401: "Missing or invalid API key (only when API keys are configured)",
     404: "No such custom classifier",
     408: "The request body arrived too slowly",
-    409: "The custom classifier was trained on other backbone weights",
+    409: "The custom classifier was trained on other backbone weights (`backbone_mismatch`), or another replica "
+    "changed it since this one read it (`classifier_changed`: retry, this replica has reloaded it)",
     413: "File or request too large, or too many pixels",
     415: "Not an image, an unsupported format, or a request body that is neither multipart nor JSON",
     422: "Invalid parameters, missing file, malformed JSON body, or a limit reached",

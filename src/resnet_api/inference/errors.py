@@ -122,6 +122,14 @@ class InvalidTrainingSet(InferenceError):
     title = "Invalid training set"
 
 
+class ClassifierChanged(InferenceError):
+    """Another process sharing the data directory (a replica) changed or deleted the classifier since this one
+    read it: the write is refused rather than losing that change."""
+
+    code = "classifier_changed"
+    title = "Classifier changed by another replica"
+
+
 class StorageFailed(InferenceError):
     """The classifier's files could not be written (data directory missing, read-only or full)."""
 

@@ -29,6 +29,7 @@ from resnet_api.inference.classifiers.store import (
     AccuracyRecord,
     BackboneRef,
     ClassifierStore,
+    CorruptClassifier,
     Manifest,
     Skipped,
     StoredClassifier,
@@ -36,6 +37,7 @@ from resnet_api.inference.classifiers.store import (
 )
 from resnet_api.inference.errors import (
     BackboneMismatch,
+    ClassifierChanged,
     ClassifierNotFound,
     InferenceError,
     InvalidTrainingSet,
@@ -131,19 +133,37 @@ class ClassifierRegistry:
         """Load what the store holds; corrupt entries are logged and listed in `skipped`, never fatal."""
         stored, self.skipped = await asyncio.to_thread(self._store.load_all)
         for item in stored:
-            compatible = item.manifest.backbone.weights_sha256 == self.backbone.weights_sha256
-            if not compatible:
-                log.warning(
-                    "classifier %s (%s) was trained on weights %s (sha256 %s…), not the ones running (%s…): "
-                    "it is listed but refuses to classify",
-                    item.manifest.id,
-                    item.manifest.name,
-                    item.manifest.backbone.weights,
-                    item.manifest.backbone.weights_sha256[:12],
-                    self.backbone.weights_sha256[:12],
-                )
-            self._items[item.manifest.id] = Classifier(item, compatible)
+            self._items[item.manifest.id] = self._loaded(item)
         log.info("custom classifiers: %d loaded, %d skipped", len(self._items), len(self.skipped))
+
+    def _loaded(self, item: StoredClassifier) -> Classifier:
+        compatible = item.manifest.backbone.weights_sha256 == self.backbone.weights_sha256
+        if not compatible:
+            log.warning(
+                "classifier %s (%s) was trained on weights %s (sha256 %s…), not the ones running (%s…): "
+                "it is listed but refuses to classify",
+                item.manifest.id,
+                item.manifest.name,
+                item.manifest.backbone.weights,
+                item.manifest.backbone.weights_sha256[:12],
+                self.backbone.weights_sha256[:12],
+            )
+        return Classifier(item, compatible)
+
+    async def _reload(self, classifier_id: str) -> None:
+        """After `ClassifierChanged`: take what another replica stored, or its delete, as this one's copy."""
+        try:
+            stored: StoredClassifier | None = await asyncio.to_thread(
+                self._store.load, self._store.root / classifier_id
+            )
+        except CorruptClassifier:
+            stored = None  # deleted (or unreadable, which a restart would skip as well)
+        async with self._lock:
+            if stored is None:
+                self._items.pop(classifier_id, None)
+            else:
+                self._items[classifier_id] = self._loaded(stored)
+        log.warning("classifier %s was changed by another replica: reloaded from %s", classifier_id, self._store.root)
 
     async def close(self) -> None:
         """Let writes in progress finish (they may need the model: close before stopping the service), then stop."""
@@ -239,16 +259,20 @@ class ClassifierRegistry:
             current = self.usable(classifier_id)
             m = current.manifest
             labels = self._check_examples(examples, existing=m.labels, existing_count=sum(m.counts))
-            item = await self._train(
-                classifier_id,
-                m.name,
-                labels,
-                examples,
-                previous=current,
-                created_at=m.created_at,
-                revision=m.revision + 1,
-                l2=m.l2 if l2 is None else l2,
-            )
+            try:
+                item = await self._train(
+                    classifier_id,
+                    m.name,
+                    labels,
+                    examples,
+                    previous=current,
+                    created_at=m.created_at,
+                    revision=m.revision + 1,
+                    l2=m.l2 if l2 is None else l2,
+                )
+            except ClassifierChanged:
+                await self._reload(classifier_id)
+                raise
             async with self._lock:
                 self._items[classifier_id] = item
         log.info(

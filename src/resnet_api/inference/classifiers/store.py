@@ -11,6 +11,7 @@ the new classifier, never a mix. Example images are never stored, only their 512
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from resnet_api.inference.classifiers.head import AccuracyEstimate, LinearHead
+from resnet_api.inference.errors import ClassifierChanged
 
 log = logging.getLogger(__name__)
 
@@ -124,31 +127,81 @@ def fsync_dir(path: Path) -> None:
 
 
 class ClassifierStore:
-    """Reads and writes classifiers under `root`; blocking file IO, so call it from a worker thread."""
+    """Reads and writes classifiers under `root`; blocking file IO, so call it from a worker thread.
+
+    Processes sharing `root` (replicas on one volume) write one at a time, under an exclusive `flock` on the
+    directory `root` itself, and a write checks the revision on disk first: a process whose copy is out of date
+    gets `ClassifierChanged` instead of overwriting, or bringing back, what another one wrote or deleted.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor is closed
+            yield
+        finally:
+            os.close(fd)
+
+    def revision_on_disk(self, classifier_id: str) -> int | None:
+        """The revision the stored manifest names; None when the classifier is not stored, 0 if unreadable."""
+        folder = self.root / classifier_id
+        if not folder.is_dir():
+            return None
+        try:
+            return int(json.loads((folder / MANIFEST).read_bytes())["revision"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
     def save(self, manifest: Manifest, head_data: bytes) -> None:
-        """Write the head file named by the manifest, then the manifest, then drop older head files."""
+        """Write revision `manifest.revision`, which must follow the one on disk (`ClassifierChanged` if not).
+
+        A new classifier is written in a hidden directory renamed into place, so it appears whole or not at all;
+        a retrain writes the head file named by the manifest, then the manifest, then drops older head files.
+        """
         if hashlib.sha256(head_data).hexdigest() != manifest.head_sha256:
             raise ValueError("the manifest's head_sha256 does not match the head being saved")
-        folder = self.root / manifest.id
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / manifest.head_file, head_data)
-        atomic_write(folder / MANIFEST, manifest.model_dump_json(indent=2).encode())
-        for old in folder.glob("head-*.npz"):  # earlier revisions, no longer named by the manifest
-            if old.name != manifest.head_file:
-                old.unlink(missing_ok=True)
+        with self._writing():
+            on_disk = self.revision_on_disk(manifest.id)
+            expected = None if manifest.revision == 1 else manifest.revision - 1
+            if on_disk != expected:
+                state = "deleted it" if on_disk is None else f"saved revision {on_disk}"
+                raise ClassifierChanged(
+                    f"another replica {state} of classifier {manifest.id} since this one read revision "
+                    f"{manifest.revision - 1}; this one has reloaded it: retry"
+                )
+            folder = self.root / manifest.id
+            if manifest.revision > 1:
+                atomic_write(folder / manifest.head_file, head_data)
+                atomic_write(folder / MANIFEST, manifest.model_dump_json(indent=2).encode())
+                for old in folder.glob("head-*.npz"):  # earlier revisions, no longer named by the manifest
+                    if old.name != manifest.head_file:
+                        old.unlink(missing_ok=True)
+                return
+            staging = self.root / f".creating-{manifest.id}-{uuid.uuid4().hex}"
+            try:
+                staging.mkdir()
+                atomic_write(staging / manifest.head_file, head_data)
+                atomic_write(staging / MANIFEST, manifest.model_dump_json(indent=2).encode())
+                os.replace(staging, folder)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            fsync_dir(self.root)
 
     def delete(self, classifier_id: str) -> None:
-        """Rename the directory away first (atomic), then remove it."""
-        folder = self.root / classifier_id
-        if not folder.exists():
-            return
-        trash = self.root / f".deleted-{classifier_id}-{uuid.uuid4().hex}"
-        os.replace(folder, trash)
-        fsync_dir(self.root)
+        """Rename the directory away first (atomic), then remove it; already gone is fine."""
+        with self._writing():
+            folder = self.root / classifier_id
+            if not folder.exists():
+                return
+            trash = self.root / f".deleted-{classifier_id}-{uuid.uuid4().hex}"
+            os.replace(folder, trash)
+            fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
 
     def load_all(self) -> tuple[list[StoredClassifier], list[Skipped]]:
@@ -157,10 +210,9 @@ class ClassifierStore:
         skipped: list[Skipped] = []
         if not self.root.is_dir():
             return loaded, skipped
+        self._remove_leftovers()
         for entry in sorted(self.root.iterdir()):
             if entry.name.startswith("."):
-                if entry.name.startswith(".deleted-"):  # a delete interrupted by a crash
-                    shutil.rmtree(entry, ignore_errors=True)
                 continue
             try:
                 loaded.append(self.load(entry))
@@ -169,9 +221,23 @@ class ClassifierStore:
                 skipped.append(Skipped(str(entry), str(exc)))
         return loaded, skipped
 
+    def _remove_leftovers(self) -> None:
+        """What writes interrupted by a crash left: deletes, creates and temporary files before their rename.
+
+        Under the write lock, so a replica starting up never removes the files another one is writing.
+        """
+        try:
+            with self._writing():
+                for entry in self.root.iterdir():
+                    if entry.name.startswith((".deleted-", ".creating-")):
+                        shutil.rmtree(entry, ignore_errors=True)
+                    elif entry.is_dir() and not entry.name.startswith("."):
+                        for tmp in entry.glob(".*.tmp"):
+                            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only data directory: nothing to clean, and nothing can be written
+            log.warning("could not clean up %s: %s", self.root, exc)
+
     def load(self, folder: Path) -> StoredClassifier:
-        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
-            tmp.unlink(missing_ok=True)  # a write interrupted before its rename
         try:
             raw = (folder / MANIFEST).read_bytes()
         except OSError as exc:
