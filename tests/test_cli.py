@@ -207,3 +207,11 @@ def test_serve_listens_while_the_model_loads_and_exits_1_when_the_load_fails(
             proc.wait(10)
         if proc.stdout:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "1001", "x"])
+def test_predict_refuses_a_top_k_the_api_would_refuse(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["predict", "a.jpg", "--top-k", value])
+    assert stopped.value.code == 2  # a usage error, before any model is loaded
+    assert "--top-k" in capsys.readouterr().err

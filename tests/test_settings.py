@@ -21,6 +21,14 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.weights == "random"
 
 
+def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATA_DIR", "WEIGHTS_DIR", "API_KEYS_FILE", "MODEL_CACHE_DIR", "PORT", "CORS_ORIGINS"):
+        monkeypatch.setenv(f"RESNET_API_{name}", "")
+    settings = Settings()
+    assert (settings.data_dir, settings.weights_dir, settings.api_keys_file, settings.model_cache_dir) == (None,) * 4
+    assert (settings.port, settings.cors_origins) == (8000, ())  # was Path("."), the working directory
+
+
 def test_defaults_are_strict_and_sane() -> None:
     settings = Settings()
     assert settings.weights == "imagenet"

@@ -28,6 +28,14 @@ def _setup_logging(level: str) -> None:
     setup_logging(level)
 
 
+def top_k(text: str) -> int:
+    """`--top-k`, bounded as the API's `top_k` is (a negative k would print 998 classes)."""
+    value = int(text)
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 1000")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from resnet_api import server
     from resnet_api.app import begin_draining, create_app
@@ -149,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="classify local image files without a server")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
-    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--top-k", type=top_k, default=3, help="classes to show, 1 to 1000 (default 3)")
     predict.add_argument("--weights", help="imagenet | random | PATH")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.set_defaults(func=cmd_predict)

@@ -48,8 +48,9 @@ def _cgroup_cpu_quota() -> float | None:
 class Settings(BaseSettings):
     """Service configuration; each field is `RESNET_API_<NAME>` in the environment."""
 
+    # env_ignore_empty: `RESNET_API_DATA_DIR=` (compose's `${VAR:-}`) means the default, not the working directory.
     model_config = SettingsConfigDict(
-        env_prefix="RESNET_API_", extra="ignore", frozen=True, use_attribute_docstrings=True
+        env_prefix="RESNET_API_", extra="ignore", frozen=True, use_attribute_docstrings=True, env_ignore_empty=True
     )
 
     host: str = Field(default="127.0.0.1", min_length=1)

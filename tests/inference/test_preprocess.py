@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,14 @@ from PIL import Image
 
 from imagegen import encode, formula_image
 from resnet_api.inference.errors import ImageTooLarge, InvalidImage, UnsupportedImage
-from resnet_api.inference.preprocess import center_crop_box, decode, resized_size, to_array
+from resnet_api.inference.preprocess import (
+    ALPHA_BACKGROUND,
+    MAX_JPEG_SCANS,
+    center_crop_box,
+    decode,
+    resized_size,
+    to_array,
+)
 
 REFERENCE = Path(__file__).parents[1] / "fixtures" / "torchvision_resnet18.json"
 MAX_PIXELS = 50_000_000
@@ -94,6 +103,40 @@ def test_16bit_grey_is_scaled_not_clipped() -> None:
     grey16 = Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16))
     decoded = decode(encode(grey16, "PNG"), max_pixels=MAX_PIXELS)
     assert decoded.image.getpixel((1, 1)) == (128, 128, 128)
+
+
+def png16(values: np.ndarray, transparent: int | None = None) -> bytes:
+    """A 16-bit greyscale PNG, optionally with a tRNS chunk naming one grey value transparent."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    height, width = values.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
+    trns = chunk(b"tRNS", struct.pack(">H", transparent)) if transparent is not None else b""
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + trns + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_16bit_grey_scales_the_same_whatever_its_brightest_pixel() -> None:
+    dark = decode(png16(np.array([[0, 100, 200, 255]], dtype=np.uint16)), max_pixels=MAX_PIXELS)
+    one_more = decode(png16(np.array([[0, 100, 200, 256]], dtype=np.uint16)), max_pixels=MAX_PIXELS)
+    assert np.asarray(dark.image)[0, :, 0].tolist() == [0, 0, 1, 1]  # was [0, 100, 200, 255]: read as 8-bit
+    assert np.asarray(one_more.image)[0, :, 0].tolist() == [0, 0, 1, 1]
+
+
+def test_16bit_grey_with_a_transparent_value_is_composited_not_clipped() -> None:
+    values = np.array([[1000, 30000, 65535, 5]], dtype=np.uint16)
+    decoded = decode(png16(values, transparent=5), max_pixels=MAX_PIXELS)
+    assert np.asarray(decoded.image)[0].tolist() == [[4] * 3, [117] * 3, [255] * 3, list(ALPHA_BACKGROUND)]
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding() -> None:
+    photo = encode(formula_image(64, 48), "JPEG")
+    assert decode(photo, max_pixels=MAX_PIXELS).width == 64
+    hostile = photo + b"\xff\xda\x00\x08" * MAX_JPEG_SCANS  # each scan marker costs a pass over the image
+    with pytest.raises(InvalidImage, match=f"at most {MAX_JPEG_SCANS} are decoded"):
+        decode(hostile, max_pixels=MAX_PIXELS)
 
 
 def test_exif_orientation_is_applied() -> None:

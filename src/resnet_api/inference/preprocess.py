@@ -23,6 +23,11 @@ OPEN_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")  # Pillow opens MPO through
 MAX_RESIZED_PIXELS = 4 * RESIZE * RESIZE * 4
 # Transparent pixels are shown over white, as on a typical page; their hidden RGB is often black garbage.
 ALPHA_BACKGROUND = (255, 255, 255)
+# libjpeg passes over every block once per scan: a progressive JPEG has about 10, a hostile one thousands of
+# tiny ones (7000x7000 with 600 scans: 32 s of decoding from 237 KB). Markers cannot occur inside scan data.
+MAX_JPEG_SCANS = 100
+# 16-bit grey to 8 bits, round(v * 255 / 65535), as a table: one byte of work per pixel, not float64 copies.
+_16_TO_8 = ((np.arange(65536, dtype=np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ def decode(data: bytes, *, max_pixels: int, draft: bool = False) -> DecodedImage
         raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     if width < 1 or height < 1:
         raise InvalidImage(f"image is {width}x{height}: it has no pixels")
+    if fmt in ("JPEG", "MPO") and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+        raise InvalidImage(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded (a photo has about 10)")
     try:
         image.seek(0)  # first frame only: the other frames of an animation are never decoded
         if draft and fmt in ("JPEG", "MPO"):
@@ -127,6 +134,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with any transparency (alpha, LA, palette or tRNS) composited over white."""
     if image.mode == "RGB":
         return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey (PNG): PIL would clip it at 255
+        return _grey16_to_rgb(image)
     if image.mode == "P" or "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -134,12 +143,19 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, ALPHA_BACKGROUND)
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grey: scale to 8 bits instead of letting PIL clip at 255.
-        arr = np.asarray(image, dtype=np.float64)
-        scale = 255.0 / 65535.0 if arr.max(initial=0) > 255 else 1.0
-        return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
     return image.convert("RGB")
+
+
+def _grey16_to_rgb(image: Image.Image) -> Image.Image:
+    """Scaled to 8 bits whatever its brightest pixel; a tRNS grey value composited over white like alpha."""
+    values = np.asarray(image)
+    if values.dtype != np.uint16:  # "I" is int32, "I;16B" big-endian
+        values = np.clip(values, 0, 65535).astype(np.uint16)
+    rgb = Image.fromarray(_16_TO_8[values], "L").convert("RGB")
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int):
+        rgb.paste(ALPHA_BACKGROUND, mask=Image.fromarray(((values == transparent) * 255).astype(np.uint8), "L"))
+    return rgb
 
 
 def resized_size(width: int, height: int, size: int = RESIZE) -> tuple[int, int]:
