@@ -350,6 +350,14 @@ def test_in_chinese_every_string_of_the_page_is_chinese(browser: Browser, live_u
         expect(status.locator("summary")).to_have_text("服务器返回的详细信息")
         expect(status.get_by_text(mismatch["detail"])).to_be_hidden()  # the server's own words: one click away
 
+        changed = {**mismatch, "code": "classifier_changed", "detail": "another replica saved revision 3"}
+        page.unroute("**/v1/classifiers/*/examples")
+        page.route("**/v1/classifiers/*/examples", lambda route: route.fulfill(status=409, json=changed))
+        page.fill("#improve-label", "apple")
+        page.locator("#improve-files").set_input_files(str(photos[2]))
+        page.click("#improve-submit")
+        expect(status).to_contain_text("这个分类器同时在另一台服务器上被修改了")  # its own message, not a bare 409
+
         text = page.evaluate(PERCEIVED_TEXT)
         left = [s for s in english_of_the_page() if re.search(rf"(?<![A-Za-z]){re.escape(s)}(?![A-Za-z])", text)]
         assert left == [], f"English left on the Chinese page: {left}"

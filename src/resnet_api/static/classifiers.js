@@ -24,6 +24,7 @@ function methodName(method) {
 // This page's messages, by error code or status (photos in the plural); the others are the index page's.
 const OWN_ERRORS = {
   backbone_mismatch: "clf.error.otherWeights",
+  classifier_changed: "clf.error.changed",
   classifier_not_found: "clf.error.notFound",
   limit_exceeded: "clf.error.limit",
   invalid_training_set: "clf.error.trainingSet",
