@@ -215,3 +215,15 @@ def test_predict_refuses_a_top_k_the_api_would_refuse(value: str, capsys: pytest
         main(["predict", "a.jpg", "--top-k", value])
     assert stopped.value.code == 2  # a usage error, before any model is loaded
     assert "--top-k" in capsys.readouterr().err
+
+
+def test_a_setting_or_path_to_fix_is_one_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["openapi", "-o", str(tmp_path / "missing" / "openapi.json")]) == 1
+    assert "resnet-api openapi: error: [Errno 2] No such file or directory" in capsys.readouterr().err
+    assert main(["predict", "--weights", str(tmp_path / "missing.pth"), "a.jpg"]) == 1
+    assert "resnet-api predict: error: weights file not found" in capsys.readouterr().err
+    monkeypatch.setenv("RESNET_API_LOG_LEVEL", "LOUD")
+    assert main(["predict", "a.jpg"]) == 1
+    assert "log_level" in capsys.readouterr().err

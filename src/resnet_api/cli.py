@@ -11,7 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from resnet_api import __version__
+from resnet_api.inference.errors import WeightsUnavailable
 from resnet_api.settings import Settings
 
 log = logging.getLogger("resnet_api")
@@ -177,5 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except (ValidationError, WeightsUnavailable, OSError) as exc:
+        # A setting, a weights file or a path to fix: what is wrong, not a traceback.
+        print(f"resnet-api {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     return code
