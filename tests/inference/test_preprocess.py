@@ -18,6 +18,7 @@ from resnet_api.inference.errors import ImageTooLarge, InvalidImage, Unsupported
 from resnet_api.inference.preprocess import (
     ALPHA_BACKGROUND,
     MAX_JPEG_SCANS,
+    MAX_PNG_CHUNKS,
     center_crop_box,
     decode,
     resized_size,
@@ -129,6 +130,27 @@ def test_16bit_grey_with_a_transparent_value_is_composited_not_clipped() -> None
     values = np.array([[1000, 30000, 65535, 5]], dtype=np.uint16)
     decoded = decode(png16(values, transparent=5), max_pixels=MAX_PIXELS)
     assert np.asarray(decoded.image)[0].tolist() == [[4] * 3, [117] * 3, [255] * 3, list(ALPHA_BACKGROUND)]
+
+
+def png_chunks(ancillary: int, idat_pieces: int = 1) -> bytes:
+    """An 8x8 grey PNG with `ancillary` empty private chunks before its data, split in `idat_pieces` IDATs."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    stream = zlib.compress(b"".join(b"\x00" + b"\x80" * 8 for _ in range(8)))
+    step = max(1, -(-len(stream) // idat_pieces))
+    idats = b"".join(chunk(b"IDAT", stream[i : i + step]) for i in range(0, len(stream), step))
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"abCd", b"") * ancillary + idats + chunk(b"IEND", b"")
+
+
+def test_a_png_with_too_many_chunks_is_refused_before_pillow_reads_them() -> None:
+    assert decode(png_chunks(MAX_PNG_CHUNKS - 2), max_pixels=MAX_PIXELS).image.getpixel((1, 1)) == (128, 128, 128)
+    with pytest.raises(InvalidImage, match=f"more than {MAX_PNG_CHUNKS} chunks"):
+        decode(png_chunks(MAX_PNG_CHUNKS), max_pixels=MAX_PIXELS)  # with IHDR and IEND: over the limit
+    many_data_chunks = png_chunks(0, idat_pieces=60)  # image data split finely is not counted
+    assert decode(many_data_chunks, max_pixels=MAX_PIXELS).image.getpixel((1, 1)) == (128, 128, 128)
 
 
 def test_a_jpeg_with_too_many_scans_is_refused_before_decoding() -> None:
