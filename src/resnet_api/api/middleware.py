@@ -86,11 +86,9 @@ class HeadAsGet:
     FastAPI's routes answer only the methods they declare, so without this `HEAD /metrics` or `HEAD /v1/model`
     would be 405 while uptime checkers and load balancers probe with `HEAD`. The request goes down as `GET`
     (in a copy of the scope: the server keeps its own `HEAD`, so it still sends no body) and the body is
-    dropped on the way back; `Content-Length` stays the one `GET` would send.
+    dropped on the way back; `Content-Length` stays the one `GET` would send. The metrics outside label the
+    request by matching its path against the routes (`app.route_label`), as for answers given before routing.
     """
-
-    # What routing writes into the scope, copied back so the middleware outside (metrics) sees the route.
-    ROUTING_KEYS = ("route", "endpoint", "router", "path_params", "app_root_path")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -102,9 +100,7 @@ class HeadAsGet:
         as_get = {**scope, "method": "GET"}
 
         async def send_without_body(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                scope.update({key: as_get[key] for key in self.ROUTING_KEYS if key in as_get})
-            elif message["type"] == "http.response.body":
+            if message["type"] == "http.response.body":
                 message = {**message, "body": b""}
             await send(message)
 
