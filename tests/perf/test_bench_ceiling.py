@@ -115,3 +115,20 @@ def test_ceilings_are_named_as_the_bench_runs_them(monkeypatch: pytest.MonkeyPat
     assert sent == [{"backend": "int8", "int8_runtime": "openvino"}]
     assert (result["backend"], result["runtime"]) == ("int8-openvino", "openvino")
     assert result["images"]["451x300"]["ceiling"] == 71.0
+
+
+def test_bench_writes_its_weights_without_importing_torch_itself(tmp_path: Path) -> None:
+    """A torch in the bench process keeps libtorch mapped, and the servers it measures then cannot page it out."""
+    code = (
+        "import importlib.util, sys; from pathlib import Path\n"
+        f"sys.path.insert(0, {str(BENCH)!r})\n"
+        f"spec = importlib.util.spec_from_file_location('bench_run', {str(BENCH / 'run.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['bench_run'] = m; spec.loader.exec_module(m)\n"
+        "path = m.make_weights(Path(sys.argv[1]))\n"
+        "print(path.stat().st_size, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    size, torch_loaded = out.stdout.split()
+    assert torch_loaded == "False"
+    assert int(size) > 40_000_000  # ResNet-18's 11.7 M fp32 parameters
+    assert [p.name for p in tmp_path.iterdir()] == ["resnet18-bench-seed0.pth"]  # no partial file left
