@@ -403,7 +403,7 @@ print(max(rates))
 
 
 def sgemm_gflops(python: str) -> float:
-    """fp32 matrix-multiply GFLOP/s on one core (MKL through torch): about what a convolution can reach there."""
+    """fp32 matrix-multiply GFLOP/s on one core (MKL through torch): a guide to the speed convolutions reach there."""
     out = subprocess.run([python, "-c", SGEMM_CODE], capture_output=True, text=True, timeout=120, check=True)
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
 
@@ -438,10 +438,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['cpu']} ({m['cpu_features']}), {m['cpus_usable']} usable CPUs, "
         f"Python {m['python']}, {m['date']}; "
         f"load average at start {m['load_average_at_start']} (other processes were running).",
-        f"fp32 matrix multiply: {m['sgemm_gflops_per_core']} GFLOP/s per core, so an fp32 ResNet-18 forward "
-        f"({RESNET18_GFLOP} GFLOP per image) tops out near "
+        f"fp32 matrix multiply: {m['sgemm_gflops_per_core']} GFLOP/s per core; at that speed an fp32 ResNet-18 "
+        f"forward ({RESNET18_GFLOP} GFLOP per image) runs at about "
         f"{m['sgemm_gflops_per_core'] * m['cpus_usable'] / RESNET18_GFLOP:.0f} img/s on these {m['cpus_usable']} CPUs "
-        "(convolutions run at about matrix-multiply speed).",
+        "(a guide to the machine's speed in this hour, not a bound: oneDNN's convolutions ran at about "
+        "matrix-multiply speed on an AVX2 CPU and 15-30 % faster on an AVX-512 one).",
         f"Command: `{report['command']}`",
         "",
         f"**In-process ceiling** (decode + preprocess + forward, best batch size; for `torch` also as several batches at once, as the server runs them; every configuration measured in {rounds_taken(report)} rounds taken in turn, the ceiling is the best median):",

@@ -63,9 +63,9 @@ def test_report_shows_the_rounds_behind_each_ceiling() -> None:
     assert table.count("| resnet-api/int8 | 451x300 | 41.0 |") == 1  # not the 8-client cell, nor Flask
     assert "measured in 3 rounds" in table
     assert "| int8 | int8 | 451x300 | 25.0 | 24.0-26.5 | 4 | 41.0 |" in table
-    # 60 GFLOP/s per core x 2 cores / 3.64 GFLOP per image: the fp32 bound the machine line states
+    # 60 GFLOP/s per core x 2 cores / 3.64 GFLOP per image: the fp32 speed the machine line states
     assert "60.0 GFLOP/s per core" in table
-    assert "tops out near 33 img/s on these 2 CPUs" in table
+    assert "runs at about 33 img/s on these 2 CPUs" in table
 
 
 AVX2_ONLY = "model name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n"
