@@ -85,6 +85,29 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
         decode(data, max_pixels=1_000_000)
 
 
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A 1-bit grey PNG header declaring width x height, with a few rows of data: opens, never fully decodes."""
+
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + png_chunk(b"IEND", b"")
+
+
+def test_the_pixel_limit_is_the_setting_not_pillows_own_guard(recwarn: pytest.WarningsRecorder) -> None:
+    """Pillow's fixed guard (a warning above 89 MP, an error above 179 MP) must not cap a limit set up to 1e9."""
+    over_pillows_error = huge_png(14_000, 14_000)  # 196 MP
+    with pytest.raises(ImageTooLarge, match="14000x14000 = 196000000 pixels; the limit is 100000000"):
+        decode(over_pillows_error, max_pixels=100_000_000)
+    with pytest.raises(InvalidImage, match="corrupt or truncated PNG"):  # within the limit: decoding is reached
+        decode(over_pillows_error, max_pixels=200_000_000)
+    with pytest.raises(InvalidImage, match="corrupt or truncated PNG"):
+        decode(huge_png(10_000, 10_000), max_pixels=150_000_000)  # 100 MP: Pillow only warned here
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_alpha_is_composited_over_white() -> None:
     rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))  # fully transparent red
     decoded = decode(encode(rgba, "PNG"), max_pixels=MAX_PIXELS)
@@ -109,14 +132,11 @@ def test_16bit_grey_is_scaled_not_clipped() -> None:
 def png16(values: np.ndarray, transparent: int | None = None) -> bytes:
     """A 16-bit greyscale PNG, optionally with a tRNS chunk naming one grey value transparent."""
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     height, width = values.shape
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
-    trns = chunk(b"tRNS", struct.pack(">H", transparent)) if transparent is not None else b""
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + trns + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    trns = png_chunk(b"tRNS", struct.pack(">H", transparent)) if transparent is not None else b""
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + trns + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
 
 
 def test_16bit_grey_scales_the_same_whatever_its_brightest_pixel() -> None:
@@ -135,14 +155,11 @@ def test_16bit_grey_with_a_transparent_value_is_composited_not_clipped() -> None
 def png_chunks(ancillary: int, idat_pieces: int = 1) -> bytes:
     """An 8x8 grey PNG with `ancillary` empty private chunks before its data, split in `idat_pieces` IDATs."""
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     stream = zlib.compress(b"".join(b"\x00" + b"\x80" * 8 for _ in range(8)))
     step = max(1, -(-len(stream) // idat_pieces))
-    idats = b"".join(chunk(b"IDAT", stream[i : i + step]) for i in range(0, len(stream), step))
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"abCd", b"") * ancillary + idats + chunk(b"IEND", b"")
+    idats = b"".join(png_chunk(b"IDAT", stream[i : i + step]) for i in range(0, len(stream), step))
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"abCd", b"") * ancillary + idats + png_chunk(b"IEND", b"")
 
 
 def test_a_png_with_too_many_chunks_is_refused_before_pillow_reads_them() -> None:

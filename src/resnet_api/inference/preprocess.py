@@ -30,6 +30,10 @@ MAX_JPEG_SCANS = 100
 # chunks besides its data (IDAT); more than this many is refused, counted without reading past the limit.
 MAX_PNG_CHUNKS = 1000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The pixel limit is the caller's (`max_pixels`: RESNET_API_MAX_IMAGE_PIXELS, up to 1e9), checked from the header
+# right after `Image.open`, before any pixel is decoded. Pillow's own fixed guard, checked inside `Image.open`
+# (a warning above 89 MP, an error above 179 MP), would otherwise cap the setting and log warnings below it.
+Image.MAX_IMAGE_PIXELS = None
 # 16-bit grey to 8 bits, round(v * 255 / 65535), as a table: one byte of work per pixel, not float64 copies.
 _16_TO_8 = ((np.arange(65536, dtype=np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
@@ -63,8 +67,6 @@ def decode(data: bytes, *, max_pixels: int, draft: bool = False) -> DecodedImage
         if sniffed is not None:
             raise InvalidImage(f"the file starts like a {sniffed} image but cannot be read: it is corrupt") from exc
         raise UnsupportedImage("not a recognised image: send a JPEG, PNG, GIF, WebP or BMP file") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
     except MemoryError:
         raise
     except Exception as exc:  # Pillow raises many types (struct.error, TypeError, ...) on hostile headers
@@ -89,8 +91,6 @@ def decode(data: bytes, *, max_pixels: int, draft: bool = False) -> DecodedImage
         if image.size != stored:  # turned a quarter: the size as shown, as every viewer reports it
             width, height = height, width
         rgb = to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
     except MemoryError:
         raise
     except Exception as exc:  # as above: any decoder failure on hostile data is the data's fault
