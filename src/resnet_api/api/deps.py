@@ -15,6 +15,7 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from resnet_api.api.errors import MAX_REPORTED_ERRORS, capped_errors
 from resnet_api.api.schemas import BatchJSON, ImageJSON
 from resnet_api.inference.classifiers import ClassifierRegistry
 from resnet_api.inference.errors import ClientDisconnected, NotReady, PayloadTooLarge, TooManyFiles
@@ -126,8 +127,9 @@ async def parse_json(request: Request, model: type[BodyModel]) -> BodyModel:
             return model.model_validate_json(body)
         return await asyncio.to_thread(model.model_validate_json, body)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)[:MAX_REPORTED_ERRORS]
+        located = [{**e, "loc": ("body", *e["loc"])} for e in errors]
+        raise RequestValidationError(capped_errors(located, exc.error_count())) from None
 
 
 def form_uploads(form: FormData, field: str) -> list[UploadSource]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -177,9 +178,26 @@ async def _inference_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(body, retry_headers(request, body.status))
 
 
+MAX_REPORTED_ERRORS = 20
+"""A 422 lists at most this many errors, then how many more there were: a body of 200,000 unknown keys made
+200,000 errors, and copying each into the answer twice took seconds on the event loop and a 27 MB answer."""
+
+
+def capped_errors(errors: Sequence[Any], total: int | None = None) -> list[dict[str, Any]]:
+    """The first `MAX_REPORTED_ERRORS` of `errors` (`loc`, `msg`, `type` only), and one entry counting the rest."""
+    if errors and errors[-1].get("type") == "too_many_errors":  # capped already, where the body was parsed
+        return list(errors)
+    total = len(errors) if total is None else total
+    shown = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors[:MAX_REPORTED_ERRORS]]
+    if total > len(shown):
+        more = total - len(shown)
+        shown.append({"loc": ["body"], "msg": f"and {more} more errors, not listed", "type": "too_many_errors"})
+    return shown
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+    errors = capped_errors(exc.errors())
     summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
     body = problem(
         422, "validation_error", "Invalid request", summary or "invalid request", request.url.path, errors=errors

@@ -315,6 +315,10 @@ class ImageJSON(BaseModel):
     filename: str | None = Field(default=None, max_length=1024, description="Echoed back in batch results")
 
 
+MAX_JSON_IMAGES = 1024
+"""The most images a JSON batch may list: the upper bound of RESNET_API_MAX_BATCH_FILES."""
+
+
 class BatchJSON(BaseModel):
     """JSON body with several images, each base64-encoded."""
 
@@ -332,4 +336,10 @@ class BatchJSON(BaseModel):
         },
     )
 
-    images: list[ImageJSON] = Field(min_length=1, description="The images, in order (at least one, as for multipart)")
+    images: list[ImageJSON] = Field(
+        min_length=1,
+        # The upper bound of RESNET_API_MAX_BATCH_FILES (the route applies the setting): a longer list fails at
+        # once with one error, where a list of a million bad items made a million errors (33 s, 3 GB).
+        max_length=MAX_JSON_IMAGES,
+        description="The images, in order (at least one, as for multipart; the server's batch limit applies)",
+    )
