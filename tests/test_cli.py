@@ -227,3 +227,12 @@ def test_a_setting_or_path_to_fix_is_one_error_not_a_traceback(
     monkeypatch.setenv("RESNET_API_LOG_LEVEL", "LOUD")
     assert main(["predict", "a.jpg"]) == 1
     assert "log_level" in capsys.readouterr().err
+    monkeypatch.delenv("RESNET_API_LOG_LEVEL")
+    keys = tmp_path / "keys"
+    keys.write_text("# no keys yet\n")
+    monkeypatch.setenv("RESNET_API_API_KEYS_FILE", str(keys))
+    assert main(["openapi", "-o", str(tmp_path / "openapi.json")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"resnet-api openapi: error: {keys}: no API key in the file (every line is empty or a comment); "
+        "add keys, or leave RESNET_API_API_KEYS_FILE unset to serve without"
+    ]

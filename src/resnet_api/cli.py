@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from resnet_api import __version__
 from resnet_api.inference.errors import WeightsUnavailable
-from resnet_api.settings import Settings
+from resnet_api.settings import Settings, SettingsError
 
 log = logging.getLogger("resnet_api")
 
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (ValidationError, WeightsUnavailable, OSError) as exc:
+    except (ValidationError, SettingsError, WeightsUnavailable, OSError) as exc:
         # A setting, a weights file or a path to fix: what is wrong, not a traceback.
         print(f"resnet-api {args.command}: error: {exc}", file=sys.stderr)
         return 1

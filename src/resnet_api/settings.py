@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -43,6 +43,10 @@ def _cgroup_cpu_quota() -> float | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+class SettingsError(ValueError):
+    """A setting whose value parses but cannot serve, found when it is used (e.g. the API key file's contents)."""
 
 
 class Settings(BaseSettings):
@@ -158,12 +162,15 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
-    def _split_commas(cls, value: Any) -> Any:
+    def _split_commas(cls, value: Any, info: ValidationInfo) -> Any:
         """`a,b` or a JSON list `["a", "b"]` (what an unset variable in docker-compose.yml renders as: `[]`)."""
         if isinstance(value, str):
             if value.strip().startswith("["):
                 return tuple(json.loads(value))
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+            parts = tuple(part.strip() for part in value.split(",") if part.strip())
+            if not parts and info.field_name == "api_keys":  # "," asks for keys and names none: not "no auth"
+                raise ValueError("no API key given: set at least one, or leave RESNET_API_API_KEYS unset")
+            return parts
         return value
 
     @field_validator("api_keys")
@@ -174,15 +181,26 @@ class Settings(BaseSettings):
         return value
 
     def all_api_keys(self) -> list[str]:
-        """The keys from `api_keys` and `api_keys_file` together (read now: call once, at start-up)."""
+        """The keys from `api_keys` and `api_keys_file` together (read now: call once, at start-up).
+
+        Raises `SettingsError` for a key file that cannot serve: unreadable as UTF-8, a key too short, or no key
+        at all (an empty or comment-only file would otherwise turn authentication off without a word).
+        """
         keys = [key.get_secret_value() for key in self.api_keys or ()]
         if self.api_keys_file is not None:
-            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
-                key = line.split("#", 1)[0].strip()
-                if key and len(key) < 16:
-                    raise ValueError(f"{self.api_keys_file}: every API key needs at least 16 characters")
-                if key:
-                    keys.append(key)
+            try:
+                lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as exc:
+                raise SettingsError(f"{self.api_keys_file}: not UTF-8 text ({exc.reason})") from None
+            in_file = [key for key in (line.split("#", 1)[0].strip() for line in lines) if key]
+            if any(len(key) < 16 for key in in_file):
+                raise SettingsError(f"{self.api_keys_file}: every API key needs at least 16 characters")
+            if not in_file:
+                raise SettingsError(
+                    f"{self.api_keys_file}: no API key in the file (every line is empty or a comment); "
+                    "add keys, or leave RESNET_API_API_KEYS_FILE unset to serve without"
+                )
+            keys += in_file
         return keys
 
     # --- custom classifiers (issue 8) ---

@@ -17,7 +17,7 @@ from asgi_lifespan import LifespanManager
 from imagegen import photo_like
 from resnet_api.app import create_app
 from resnet_api.logs import JsonFormatter
-from resnet_api.settings import Settings
+from resnet_api.settings import Settings, SettingsError
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-fedcba9876543210"
@@ -197,6 +197,22 @@ async def test_keys_can_come_from_a_secret_file(weights_file: Path, tmp_path: Pa
         assert (await client.get("/v1/model")).status_code == 401
         assert (await client.get("/v1/model", headers={"X-API-Key": KEY_A})).status_code == 200
         assert (await client.get("/v1/model", headers={"X-API-Key": KEY_B})).status_code == 200
+
+
+def test_a_key_file_or_list_without_keys_is_refused_not_taken_as_no_auth(weights_file: Path, tmp_path: Path) -> None:
+    """The operator asked for keys: an empty or comment-only file, or ",", used to serve every path open."""
+    comments = tmp_path / "keys"
+    comments.write_text("# TODO: put the keys here\n\n   \n")
+    with pytest.raises(SettingsError, match="no API key in the file"):
+        Settings(api_keys_file=comments).all_api_keys()
+    with pytest.raises(SettingsError, match="no API key in the file"):
+        create_app(Settings(weights=str(weights_file), api_keys_file=comments))
+    with pytest.raises(ValueError, match="no API key given"):
+        Settings(api_keys=",")
+    latin1 = tmp_path / "latin1"
+    latin1.write_bytes("clé-secrète-0123456789\n".encode("latin-1"))
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        Settings(api_keys_file=latin1).all_api_keys()
 
 
 async def test_405_names_every_method_of_the_path(weights_file: Path) -> None:
