@@ -215,6 +215,50 @@ def test_a_key_file_or_list_without_keys_is_refused_not_taken_as_no_auth(weights
         Settings(api_keys_file=latin1).all_api_keys()
 
 
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=x", "application/json"])
+async def test_a_client_leaving_mid_upload_is_a_499_not_a_server_fault(
+    weights_file: Path, caplog: pytest.LogCaptureFixture, content_type: str
+) -> None:
+    """Starlette's ClientDisconnect from reading the body used to be logged with a traceback and counted as a 500."""
+    settings = Settings(weights=str(weights_file), allow_download=False, warmup=False, torch_threads=1)
+    app = create_app(settings)
+    headers = [(b"content-type", content_type.encode()), (b"content-length", b"100000")]
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "query_string": b"",
+        "headers": headers,
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 5000),
+        "root_path": "",
+    }
+    incoming = [
+        {"type": "http.request", "body": b"--x\r\n" if "multipart" in content_type else b'{"im', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
+        caplog.set_level(logging.INFO)
+        await manager.app(scope, receive, send)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client:
+            metrics = (await client.get("/metrics")).text
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert 'route="/v1/predict",status="499"' in metrics
+    assert 'route="/v1/predict",status="500"' not in metrics
+
+
 async def test_405_names_every_method_of_the_path(weights_file: Path) -> None:
     async with client_for(weights_file) as client:
         response = await client.request("PUT", "/v1/classifiers")

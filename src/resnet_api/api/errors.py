@@ -11,6 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -239,6 +240,17 @@ def _allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """The client closed the connection while its body was still coming in: 499, as when it leaves during the work.
+
+    Starlette raises `ClientDisconnect` from reading the body; unhandled, it was logged with a traceback and
+    counted as a 500, which a 5xx alert would take for a server fault.
+    """
+    assert isinstance(exc, ClientDisconnect)
+    gone = ClientDisconnected("the client closed the connection while sending its request; nothing was done")
+    return await _inference_error(request, gone)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
     if _is_v2(request):  # a fault in a /v2 route: still the protocol's shape
@@ -283,6 +295,7 @@ class UnexpectedErrors:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InferenceError, _inference_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
