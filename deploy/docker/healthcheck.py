@@ -1,6 +1,7 @@
 """Container health check without curl: exit 0 when GET /readyz answers 200, else 1.
 
-Docker's HEALTHCHECK and the compose healthcheck run it; it follows RESNET_API_PORT like the server does.
+Docker's HEALTHCHECK and the compose healthcheck run it; it follows RESNET_API_PORT like the server does, and
+with RESNET_API_PROTECT_PROBES on it sends the server's first API key, read from the same variables.
 """
 
 from __future__ import annotations
@@ -19,9 +20,19 @@ def url() -> str:
     return f"http://127.0.0.1:{os.environ.get('RESNET_API_PORT', '8000')}{PATH}"
 
 
+def headers() -> dict[str, str]:
+    """An `X-API-Key` when the probes need one; without the setting nothing more is imported (it runs every 10 s)."""
+    if os.environ.get("RESNET_API_PROTECT_PROBES", "").strip().lower() in ("", "0", "false", "no", "off"):
+        return {}
+    from resnet_api.settings import Settings  # the server's own reading of the key variables and file
+
+    keys = Settings().all_api_keys()
+    return {"X-API-Key": keys[0]} if keys else {}
+
+
 def main() -> int:
     try:
-        with urllib.request.urlopen(url(), timeout=4) as response:
+        with urllib.request.urlopen(urllib.request.Request(url(), headers=headers()), timeout=4) as response:
             ok = response.status == 200
     except (OSError, urllib.error.URLError) as exc:
         print(f"unhealthy: {url()}: {exc}", file=sys.stderr)

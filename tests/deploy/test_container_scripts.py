@@ -73,9 +73,11 @@ def test_entrypoint_runs_the_real_cli() -> None:
 class _Handler(BaseHTTPRequestHandler):
     status = 200
     seen: list[str] = []  # noqa: RUF012 - one server per test, reset by the fixture
+    keys: list[str | None] = []  # noqa: RUF012 - as above
 
     def do_GET(self) -> None:
         type(self).seen.append(self.path)
+        type(self).keys.append(self.headers.get("X-API-Key"))
         self.send_response(type(self).status)
         self.end_headers()
 
@@ -85,7 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def probe_server() -> Iterator[tuple[int, type[_Handler]]]:
-    handler = type("Handler", (_Handler,), {"status": 200, "seen": []})
+    handler = type("Handler", (_Handler,), {"status": 200, "seen": [], "keys": []})
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -97,10 +99,10 @@ def probe_server() -> Iterator[tuple[int, type[_Handler]]]:
         thread.join(timeout=5)
 
 
-def run_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
+def run_healthcheck(port: int, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(HEALTHCHECK)],
-        env={**os.environ, "RESNET_API_PORT": str(port)},
+        env={**os.environ, "RESNET_API_PORT": str(port), **env},
         capture_output=True,
         text=True,
         timeout=30,
@@ -112,6 +114,18 @@ def test_healthcheck_passes_on_200_from_readyz(probe_server: tuple[int, type[_Ha
     port, handler = probe_server
     assert run_healthcheck(port).returncode == 0
     assert handler.seen == ["/readyz"]
+
+
+def test_healthcheck_sends_a_key_only_when_the_probes_need_one(
+    probe_server: tuple[int, type[_Handler]], tmp_path: Path
+) -> None:
+    """With RESNET_API_PROTECT_PROBES the container never turned healthy: /readyz answered 401 to the check."""
+    port, handler = probe_server
+    keys = tmp_path / "keys"
+    keys.write_text("# from the secret\nkey-from-file-0123456789\n")
+    assert run_healthcheck(port, RESNET_API_API_KEYS_FILE=str(keys)).returncode == 0
+    assert run_healthcheck(port, RESNET_API_API_KEYS_FILE=str(keys), RESNET_API_PROTECT_PROBES="true").returncode == 0
+    assert handler.keys == [None, "key-from-file-0123456789"]
 
 
 def test_healthcheck_fails_on_an_error_status(probe_server: tuple[int, type[_Handler]]) -> None:
