@@ -45,6 +45,14 @@ def _cgroup_cpu_quota() -> float | None:
     return None
 
 
+KEY_CHARACTERS = "API keys are printable ASCII without spaces (HTTP headers carry no other text reliably)"
+
+
+def _header_safe(key: str) -> bool:
+    """A key every client sends as the same bytes: a non-ASCII one matched only when sent as latin-1."""
+    return key.isascii() and key.isprintable() and " " not in key
+
+
 class SettingsError(ValueError):
     """A setting whose value parses but cannot serve, found when it is used (e.g. the API key file's contents)."""
 
@@ -146,7 +154,7 @@ class Settings(BaseSettings):
     """After SIGTERM (and the drain), longest wait for accepted requests to finish before they are cancelled."""
 
     api_keys: Annotated[tuple[SecretStr, ...] | None, NoDecode] = None
-    """Comma-separated API keys; when set, `/v1/*` and `/v2/*` need one as `Authorization: Bearer` or `X-API-Key`."""
+    """Comma-separated API keys (16+ printable ASCII characters each); when set, `/v1/*` and `/v2/*` need one as `Authorization: Bearer` or `X-API-Key`."""
 
     api_keys_file: Path | None = None
     """File with more API keys, one per line (`#` comments allowed): a Docker or Kubernetes secret."""
@@ -178,6 +186,8 @@ class Settings(BaseSettings):
     def _keys_long_enough(cls, value: tuple[SecretStr, ...] | None) -> tuple[SecretStr, ...] | None:
         if value is not None and any(len(key.get_secret_value()) < 16 for key in value):
             raise ValueError("every API key needs at least 16 characters")
+        if value is not None and not all(_header_safe(key.get_secret_value()) for key in value):
+            raise ValueError(KEY_CHARACTERS)
         return value
 
     def all_api_keys(self) -> list[str]:
@@ -195,6 +205,8 @@ class Settings(BaseSettings):
             in_file = [key for key in (line.split("#", 1)[0].strip() for line in lines) if key]
             if any(len(key) < 16 for key in in_file):
                 raise SettingsError(f"{self.api_keys_file}: every API key needs at least 16 characters")
+            if not all(_header_safe(key) for key in in_file):
+                raise SettingsError(f"{self.api_keys_file}: {KEY_CHARACTERS}")
             if not in_file:
                 raise SettingsError(
                     f"{self.api_keys_file}: no API key in the file (every line is empty or a comment); "

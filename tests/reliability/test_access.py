@@ -209,6 +209,14 @@ def test_a_key_file_or_list_without_keys_is_refused_not_taken_as_no_auth(weights
         create_app(Settings(weights=str(weights_file), api_keys_file=comments))
     with pytest.raises(ValueError, match="no API key given"):
         Settings(api_keys=",")
+    with pytest.raises(ValueError, match="printable ASCII"):
+        Settings(api_keys="clé-secrète-0123456789")  # matched only when a client sent it as latin-1
+    with pytest.raises(ValueError, match="printable ASCII"):
+        Settings(api_keys="key with spaces 0123456789")
+    accented = tmp_path / "accented"
+    accented.write_text("clé-secrète-0123456789\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match="printable ASCII"):
+        Settings(api_keys_file=accented).all_api_keys()
     latin1 = tmp_path / "latin1"
     latin1.write_bytes("clé-secrète-0123456789\n".encode("latin-1"))
     with pytest.raises(SettingsError, match="not UTF-8"):
