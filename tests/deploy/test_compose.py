@@ -207,6 +207,20 @@ def test_proxy_balances_the_replicas_and_passes_big_uploads(compose: dict[str, A
     assert "/livez" in routes
 
 
+def test_proxy_never_replays_classifier_training_on_another_replica() -> None:
+    """`non_idempotent` lets nginx resend a POST already sent: right for predictions, a duplicate for training."""
+    conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    locations = dict(re.findall(r"location (\S+) \{(.*?)\}", conf, flags=re.DOTALL))
+    assert set(locations) == {"/", "/v1/classifiers"}
+    retries = {
+        path: re.findall(r"^\s*proxy_next_upstream (.*);", body, flags=re.MULTILINE) for path, body in locations.items()
+    }
+    assert "non_idempotent" in retries["/"][0].split()
+    assert retries["/v1/classifiers"] == ["error timeout http_502 http_503"]
+    assert all("proxy_pass http://resnet_api;" in body for body in locations.values())
+    assert all("proxy_set_header" not in body for body in locations.values()), "one would drop the server's headers"
+
+
 def test_prometheus_scrapes_every_api_container(compose: dict[str, Any], routes: set[str]) -> None:
     assert mount_target(compose, "prometheus", "./deploy/prometheus/prometheus.yml") == "/etc/prometheus/prometheus.yml"
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
