@@ -164,6 +164,15 @@ async def test_large_json_bodies_are_validated_off_the_event_loop() -> None:
     assert VALIDATED_ON[1] != loop_thread
 
 
+def test_data_urls_with_parameters_and_leading_whitespace_are_read(http: httpx.Client) -> None:
+    image = photo_like(seed=12)
+    plain = http.post("/v1/predict", json={"image": b64(image)})
+    for prefix in ("data:image/jpeg;charset=utf-8;base64,", "\n  data:image/jpeg;base64,", "DATA:IMAGE/JPEG;BASE64,"):
+        answer = http.post("/v1/predict", json={"image": prefix + b64(image)})
+        assert answer.status_code == 200, (prefix, answer.text)
+        assert scores(answer.json()) == scores(plain.json())
+
+
 def test_a_body_with_many_errors_gets_a_short_answer(http: httpx.Client) -> None:
     """Each error used to be copied into the answer twice: a 2 MB body took 33 s and 3 GB to refuse."""
     flood = http.post("/v1/predict/batch", json={"images": [0] * 100_000})  # 200 KB, an error per item before

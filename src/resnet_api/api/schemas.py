@@ -262,7 +262,9 @@ class HealthResponse(BaseModel):
 EXAMPLE_PNG_BASE64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UaHBgA0wMeAAg1MCAB4nAXgllso1AAAAAElFTkSuQmCC"
 )
-_DATA_URL_PREFIX = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+# `data:<type>/<subtype>[;<name>=<value>]...;base64,` (RFC 2397 allows parameters such as `charset`), after any
+# whitespace: the whitespace anywhere in the base64 text is dropped too.
+_DATA_URL_PREFIX = re.compile(r"^\s*data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[^;,]*)*;base64,", re.IGNORECASE)
 
 
 def _decode_base64(value: object) -> bytes:
