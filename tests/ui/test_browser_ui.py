@@ -10,6 +10,7 @@ import base64
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from playwright.sync_api import Browser, Page, Playwright, Request, expect, sync_playwright
 
 import chromium
+from classifier_images import colour_image
 from imagegen import encode
 from liveserver import running_server
 
@@ -554,4 +556,172 @@ def test_api_docs_render_offline(browser: Browser, server: str, watch: Watch, pa
     shot(page, f"api-{path}")
     ctx.close()
     assert [url for url in watch.foreign if url != REDOCLY_LOGO] == [], "the docs page fetched from another host"
+    assert watch.errors == []
+
+
+# ---------- servers with other settings, and the classifiers page ----------
+
+
+@contextmanager
+def _serve_with(weights: Path | str, log_name: str, **settings: object) -> Iterator[str]:
+    """`_serve` with `RESNET_API_<NAME>` settings, as a context manager."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    with running_server(weights, OUT / log_name, log_level="warning", **settings) as live:
+        yield live.base_url + "/"
+
+
+def test_a_batch_over_the_request_byte_limit_is_sent_one_file_a_request(
+    browser: Browser, weights_file: Path, images: list[Path]
+) -> None:
+    """Each file fits RESNET_API_MAX_REQUEST_BYTES alone, four together do not: a 413 for the request, not a file."""
+    largest = max(p.stat().st_size for p in images[:4])
+    limit = int(largest * 1.5) + 4096
+    assert sum(p.stat().st_size for p in images[:4]) > limit
+    with _serve_with(weights_file, "server-small-requests.log", max_request_bytes=limit) as url:
+        watch = Watch(host=urlsplit(url).netloc)
+        page = open_page(browser, url, watch)
+        try:
+            page.set_input_files("#file", [str(p) for p in images[:4]])
+            page.wait_for_function("() => document.querySelectorAll('.card[data-status=pending]').length === 0")
+            assert page.locator(".card[data-status=done]").count() == 4, page.inner_text("#results")
+            assert "4 of 4 images classified" in page.inner_text("#summary")
+            assert watch.calls == ["/v1/predict/batch"] + ["/v1/predict"] * 4, "one request per file instead"
+        finally:
+            page.context.close()
+    assert watch.errors == []
+
+
+def test_choosing_the_same_file_again_shows_it_again(page: Page, images: list[Path]) -> None:
+    page.set_input_files("#file", str(images[0]))
+    page.wait_for_selector(".result[data-status=done]")
+    dropped = page.evaluate_handle(
+        """(b64) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], "dropped.jpg", {type: "image/jpeg"}));
+        return dt;
+    }""",
+        base64.b64encode(images[1].read_bytes()).decode(),
+    )
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": dropped})
+    expect(page.locator(".result .file-name")).to_have_text("dropped.jpg")
+    page.wait_for_selector(".result[data-status=done]")
+    page.set_input_files("#file", str(images[0]))  # the first file once more, through the same picker
+    expect(page.locator(".result .file-name")).to_have_text(images[0].name)
+    page.wait_for_selector(".result[data-status=done]")
+
+
+def test_a_server_with_api_keys_says_so_instead_of_loading_forever(browser: Browser, weights_file: Path) -> None:
+    with _serve_with(weights_file, "server-keys.log", api_keys="ui-test-secret-key") as url:
+        watch = Watch(host=urlsplit(url).netloc)
+        page = open_page(browser, url, watch)
+        try:
+            message = "This server needs an API key; the Web UI cannot send one."
+            expect(page.locator("#model-status")).to_have_text(message)
+            checks: list[str] = []
+            page.on("request", lambda r: checks.append(r.url) if urlsplit(r.url).path == "/v1/model" else None)
+            page.wait_for_timeout(3000)  # the page checked every 2 s while it took the 401 for "loading"
+            assert checks == [], "no more checks of the model: a key will not appear by itself"
+            expect(page.locator("#model-status")).to_have_text(message)
+            page.select_option("#lang", "zh-CN")
+            expect(page.locator("#model-status")).to_have_text("此服务器需要 API 密钥，而网页界面无法发送密钥。")
+        finally:
+            page.context.close()
+    assert watch.errors == []
+
+
+@pytest.fixture(scope="module")
+def clf_server(weights_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with a data directory for custom classifiers."""
+    data_dir = tmp_path_factory.mktemp("ui-classifiers")
+    with _serve_with(weights_file, "server-classifiers.log", data_dir=data_dir, warmup=False) as url:
+        yield url
+
+
+def make_classifier(server: str, name: str, labels: tuple[str, ...]) -> str:
+    """Trains a classifier through the API on colour photos (red, green, blue) named by `labels`; returns its id."""
+    colours = ("red", "green", "blue")
+    sent: list[str] = []
+    files = []
+    for li, label in enumerate(labels):
+        for i in range(3):
+            sent.append(label)
+            files.append(("files", (f"{li}-{i}.png", colour_image(colours[li], 1000 * li + i), "image/png")))
+    response = httpx.post(f"{server}v1/classifiers", data={"name": name, "labels": sent}, files=files, timeout=120)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def open_classifiers(browser: Browser, server: str, watch: Watch, **context: Any) -> Page:
+    page = open_page(browser, server + "classifiers.html", watch, **context)
+    page.wait_for_function("() => document.querySelector('#clf-select').value !== ''")
+    return page
+
+
+def test_use_on_a_classifier_suggests_its_labels_for_improving_it(browser: Browser, clf_server: str) -> None:
+    first = make_classifier(clf_server, "pets", ("cat", "dog"))
+    second = make_classifier(clf_server, "fruit", ("apple", "pear", "plum"))
+    watch = Watch(host=urlsplit(clf_server).netloc)
+    page = open_classifiers(browser, clf_server, watch)
+    try:
+        suggestions = "() => [...document.querySelectorAll('#improve-labels option')].map((o) => o.value)"
+        for cid, labels in ((first, ["cat", "dog"]), (second, ["apple", "pear", "plum"]), (first, ["cat", "dog"])):
+            page.locator(f"#clf-table tr[data-id='{cid}'] button.use").click()
+            assert page.input_value("#clf-select") == cid
+            assert page.evaluate(suggestions) == labels
+    finally:
+        page.context.close()
+        for cid in (first, second):
+            httpx.delete(f"{clf_server}v1/classifiers/{cid}")
+    assert watch.errors == []
+
+
+def test_deleting_a_classifier_already_gone_or_unreachable_says_so(browser: Browser, clf_server: str) -> None:
+    gone = make_classifier(clf_server, "gone", ("cat", "dog"))
+    kept = make_classifier(clf_server, "kept", ("cat", "dog"))
+    watch = Watch(host=urlsplit(clf_server).netloc)
+    page = open_classifiers(browser, clf_server, watch)
+    try:
+        row = page.locator(f"#clf-table tr[data-id='{gone}']")
+        expect(row).to_have_count(1)
+        assert httpx.delete(f"{clf_server}v1/classifiers/{gone}").status_code == 204  # elsewhere, meanwhile
+        row.locator("button.delete").click()
+        row.locator("button.delete").click()  # the second click confirms
+        expect(page.locator("#list-status")).to_contain_text("This classifier no longer exists")
+        expect(row).to_have_count(0)  # the list was read again
+        assert page.get_attribute("#list-status", "class") == "status error"
+
+        page.route("**/v1/classifiers/**", lambda route: route.abort("connectionrefused"))
+        other = page.locator(f"#clf-table tr[data-id='{kept}'] button.delete")
+        other.click()
+        other.click()
+        expect(page.locator("#list-status")).to_have_text(
+            "Can't reach the server. Check that it is running and that you are connected."
+        )
+        expect(page.locator(f"#clf-table tr[data-id='{kept}']")).to_have_count(1)
+    finally:
+        page.context.close()
+        httpx.delete(f"{clf_server}v1/classifiers/{kept}")
+    assert watch.errors == []
+
+
+def test_a_long_label_does_not_push_a_phone_page_sideways(browser: Browser, clf_server: str, tmp_path: Path) -> None:
+    long_label = "a" * 40 + "b" * 40  # one 80-character word
+    cid = make_classifier(clf_server, "long", (long_label, "short"))
+    photo = tmp_path / "red.png"
+    photo.write_bytes(colour_image("red", 4242))
+    width = 375
+    watch = Watch(host=urlsplit(clf_server).netloc)
+    page = open_classifiers(
+        browser, clf_server, watch, viewport={"width": width, "height": 812}, is_mobile=True, has_touch=True
+    )
+    try:
+        page.select_option("#clf-select", cid)
+        page.locator("#predict-file").set_input_files(str(photo))
+        expect(page.locator("#predictions li").first).to_have_attribute("data-label", long_label, timeout=30_000)
+        expect(page.locator("#predict-status")).to_contain_text(long_label)
+        shot(page, "classifier-long-label-phone")
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= width + 1, "no sideways scrolling"
+    finally:
+        page.context.close()
+        httpx.delete(f"{clf_server}v1/classifiers/{cid}")
     assert watch.errors == []

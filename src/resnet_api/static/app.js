@@ -119,12 +119,14 @@ async function loadModel() {
   state.modelLoading = true;
   try {
     const response = await fetch("v1/model", { signal: AbortSignal.timeout(10_000) });
+    if (response.status === 401) throw Object.assign(new Error("needs a key"), { kind: "needsKey" });
     if (!response.ok) throw Object.assign(new Error("not ready"), { kind: "notReady" });
     state.model = await response.json();
     state.modelError = null;
   } catch (err) {
-    state.modelError = err.kind === "notReady" ? "model.notReady" : "model.offline";
-    checkModelLater();
+    // A server with API keys: this page cannot send one, so checking again would never help.
+    state.modelError = { needsKey: "error.needsKey", notReady: "model.notReady" }[err.kind] || "model.offline";
+    if (err.kind !== "needsKey") checkModelLater();
   } finally {
     state.modelLoading = false;
   }
@@ -320,8 +322,9 @@ async function classifyAll() {
       const r = await predictBatch(files.slice(offset, offset + BATCH_CHUNK));
       if (run !== state.run) return;
       const size = Math.min(BATCH_CHUNK, files.length - offset);
-      if (!r.ok && r.error.code === "too_many_files") {
-        // This server takes fewer files a request (RESNET_API_MAX_BATCH_FILES): one request per file instead.
+      if (!r.ok && r.error.status === 413 && (r.error.code === "too_many_files" || r.error.code === "payload_too_large")) {
+        // This server takes fewer files a request (RESNET_API_MAX_BATCH_FILES) or fewer bytes
+        // (RESNET_API_MAX_REQUEST_BYTES): the whole request was refused, not a file. One request per file instead.
         for (let j = offset; j < offset + size && run === state.run; j++) await retryOne(j);
         return;
       }
@@ -507,7 +510,10 @@ function selectTab(tab, focus = false) {
 function wire() {
   const input = $("#file");
   const zone = $("#dropzone");
-  input.addEventListener("change", () => setFiles(input.files));
+  input.addEventListener("change", () => {
+    setFiles(input.files);
+    input.value = ""; // so that choosing the same file again is a change too
+  });
   for (const type of ["dragenter", "dragover"]) {
     zone.addEventListener(type, (e) => {
       e.preventDefault();

@@ -289,6 +289,7 @@ function drawList(selectId) {
     use.disabled = !c.compatible;
     use.addEventListener("click", () => {
       $("#clf-select").value = c.id;
+      updateLabelChoices(); // the "Improve it" suggestions follow, as when the menu itself is changed
       $("#use").scrollIntoView({ behavior: "smooth" });
     });
     const del = document.createElement("button");
@@ -301,8 +302,23 @@ function drawList(selectId) {
         del.textContent = t("clf.list.confirmDelete");
         return;
       }
-      const r = await fetch(`/v1/classifiers/${encodeURIComponent(c.id)}`, { method: "DELETE" });
-      if (r.status === 204) await refreshList();
+      const status = $("#list-status");
+      let r;
+      try {
+        r = await fetch(`/v1/classifiers/${encodeURIComponent(c.id)}`, { method: "DELETE" });
+      } catch {
+        setStatus(status, () => t("error.network"), "error");
+        return;
+      }
+      if (r.status === 204) {
+        setStatus(status, () => "");
+        await refreshList();
+        return;
+      }
+      const body = await r.json().catch(() => null);
+      const retryAfter = Number(r.headers.get("Retry-After"));
+      setStatus(status, () => problemMessage(body, r.status, retryAfter), "error");
+      if (r.status === 404) await refreshList(); // deleted elsewhere meanwhile: the list shows what is left
     });
     actions.append(use, del);
     tr.append(actions);

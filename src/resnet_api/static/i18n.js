@@ -79,6 +79,6 @@ export function errorText({ status, code = "", retryAfter = 1 }, own = {}) {
   if (status === 0) return t("error.network");
   if (status === 503) return code === "not_ready" ? t("error.notReady") : t("error.busy", { seconds: retryAfter || 1 });
   if (Object.hasOwn(own, status)) return t(own[status]);
-  const key = { 400: "error.corrupt", 413: "error.tooLarge", 415: "error.notImage", 422: "error.invalid" }[status];
+  const key = { 400: "error.corrupt", 401: "error.needsKey", 413: "error.tooLarge", 415: "error.notImage", 422: "error.invalid" }[status];
   return key ? t(key) : t("error.server", { status });
 }
