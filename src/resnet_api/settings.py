@@ -48,9 +48,17 @@ def _cgroup_cpu_quota() -> float | None:
 KEY_CHARACTERS = "API keys are printable ASCII without spaces (HTTP headers carry no other text reliably)"
 
 
-def _header_safe(key: str) -> bool:
-    """A key every client sends as the same bytes: a non-ASCII one matched only when sent as latin-1."""
-    return key.isascii() and key.isprintable() and " " not in key
+def _key_problem(keys: list[str]) -> str | None:
+    """What is wrong with these API keys, if anything: the same rules for the variable and the key file.
+
+    Printable ASCII only: a key every client sends as the same bytes (a non-ASCII one matched only when sent
+    as latin-1).
+    """
+    if any(len(key) < 16 for key in keys):
+        return "every API key needs at least 16 characters"
+    if not all(key.isascii() and key.isprintable() and " " not in key for key in keys):
+        return KEY_CHARACTERS
+    return None
 
 
 class SettingsError(ValueError):
@@ -183,11 +191,10 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys")
     @classmethod
-    def _keys_long_enough(cls, value: tuple[SecretStr, ...] | None) -> tuple[SecretStr, ...] | None:
-        if value is not None and any(len(key.get_secret_value()) < 16 for key in value):
-            raise ValueError("every API key needs at least 16 characters")
-        if value is not None and not all(_header_safe(key.get_secret_value()) for key in value):
-            raise ValueError(KEY_CHARACTERS)
+    def _keys_usable(cls, value: tuple[SecretStr, ...] | None) -> tuple[SecretStr, ...] | None:
+        problem = None if value is None else _key_problem([key.get_secret_value() for key in value])
+        if problem:
+            raise ValueError(problem)
         return value
 
     def all_api_keys(self) -> list[str]:
@@ -203,10 +210,9 @@ class Settings(BaseSettings):
             except UnicodeDecodeError as exc:
                 raise SettingsError(f"{self.api_keys_file}: not UTF-8 text ({exc.reason})") from None
             in_file = [key for key in (line.split("#", 1)[0].strip() for line in lines) if key]
-            if any(len(key) < 16 for key in in_file):
-                raise SettingsError(f"{self.api_keys_file}: every API key needs at least 16 characters")
-            if not all(_header_safe(key) for key in in_file):
-                raise SettingsError(f"{self.api_keys_file}: {KEY_CHARACTERS}")
+            problem = _key_problem(in_file)
+            if problem:
+                raise SettingsError(f"{self.api_keys_file}: {problem}")
             if not in_file:
                 raise SettingsError(
                     f"{self.api_keys_file}: no API key in the file (every line is empty or a comment); "
