@@ -47,6 +47,11 @@ function problemMessage(body, status, retryAfter) {
   return [message, " ", more];
 }
 
+// The message for a refused fetch answer: its problem body (or null), status and Retry-After.
+function answerProblem(response, body) {
+  return problemMessage(body, response.status, Number(response.headers.get("Retry-After")));
+}
+
 // Status lines are drawn by a function, kept so that a change of language can draw them again.
 const statusDrawers = new Map();
 
@@ -316,8 +321,7 @@ function drawList(selectId) {
         return;
       }
       const body = await r.json().catch(() => null);
-      const retryAfter = Number(r.headers.get("Retry-After"));
-      setStatus(status, () => problemMessage(body, r.status, retryAfter), "error");
+      setStatus(status, () => answerProblem(r, body), "error");
       if (r.status === 404) await refreshList(); // deleted elsewhere meanwhile: the list shows what is left
     });
     actions.append(use, del);
@@ -376,8 +380,7 @@ async function classify(file) {
   const body = await response.json().catch(() => null);
   if (run !== state.classifyRun) return; // another photo was dropped meanwhile: its answer is the one to show
   if (!response.ok || !body) {
-    const retryAfter = Number(response.headers.get("Retry-After"));
-    setStatus(status, () => (response.ok ? t("error.unreadable") : problemMessage(body, response.status, retryAfter)), "error");
+    setStatus(status, () => (response.ok ? t("error.unreadable") : answerProblem(response, body)), "error");
     return;
   }
   const top = body.predictions[0].label;
@@ -447,8 +450,7 @@ async function addExamples(event) {
     const body = await response.json().catch(() => null);
     clearInterval(timer); // before the answer is shown: a late tick would overwrite it with "Embedding…"
     if (!response.ok || !body) {
-      const retryAfter = Number(response.headers.get("Retry-After"));
-      setStatus(status, () => (response.ok ? t("error.unreadable") : problemMessage(body, response.status, retryAfter)), "error");
+      setStatus(status, () => (response.ok ? t("error.unreadable") : answerProblem(response, body)), "error");
       return;
     }
     const vars = { revision: body.revision, accuracy: pct(body.accuracy.accuracy), count: body.examples };
