@@ -15,6 +15,7 @@ from starlette.requests import Request
 from imagegen import photo_like
 from resnet_api.api.deps import JSON_ON_LOOP_BYTES, parse_json
 from resnet_api.api.errors import MAX_REPORTED_ERRORS
+from resnet_api.api.schemas import BatchEntryRead, BatchJSON, BatchJSONRead, ImageJSON
 
 LIMIT = 256 * 1024  # RESNET_API_MAX_UPLOAD_BYTES of the interop server
 
@@ -58,6 +59,7 @@ def test_json_batch_keeps_order_names_and_per_image_errors(http: httpx.Client) -
             {"image": b64(b"not an image at all"), "filename": "notes.txt"},
             {"image": b64(b"\xff" * (LIMIT + 1)), "filename": "huge.jpg"},
             {"image": b64(images[1])},
+            {"image": "not*base64", "filename": "garbled.b64"},
         ]
     }
     answer = http.post("/v1/predict/batch?top_k=2", json=body)
@@ -68,11 +70,30 @@ def test_json_batch_keeps_order_names_and_per_image_errors(http: httpx.Client) -
         (1, "notes.txt", False),
         (2, "huge.jpg", False),
         (3, None, True),
+        (4, "garbled.b64", False),
     ]
     assert results[1]["error"]["code"] == "unsupported_media_type"
     assert results[2]["error"]["code"] == "payload_too_large"
+    # bad base64 fails its own entry, where it was a 422 for the whole batch
+    assert (results[4]["error"]["code"], results[4]["error"]["status"]) == ("invalid_image", 400)
+    assert "garbled.b64 is not valid base64" in results[4]["error"]["detail"]
     multipart = http.post("/v1/predict/batch?top_k=2", files=[("files", ("x.jpg", img)) for img in images]).json()
     assert [scores(r) for r in multipart["results"]] == [scores(results[0]), scores(results[3])]
+
+
+def test_the_batch_body_is_read_with_the_documented_fields_and_bounds() -> None:
+    """`BatchJSONRead` reads what `BatchJSON` documents; only bad base64 is left to its entry."""
+    for documented, read in ((BatchJSON, BatchJSONRead), (ImageJSON, BatchEntryRead)):
+        assert documented.model_fields.keys() == read.model_fields.keys()
+        assert documented.model_config.get("extra") == read.model_config.get("extra") == "forbid"
+    assert BatchJSON.model_fields["images"].metadata == BatchJSONRead.model_fields["images"].metadata
+    assert ImageJSON.model_fields["filename"].metadata == BatchEntryRead.model_fields["filename"].metadata
+
+
+def test_a_batch_entry_that_is_not_a_string_fails_the_request(http: httpx.Client) -> None:
+    answer = http.post("/v1/predict/batch", json={"images": [{"image": b64(photo_like())}, {"image": 7}]})
+    assert answer.status_code == 422
+    assert ["body", "images", 1, "image"] in [e["loc"] for e in answer.json()["errors"]]
 
 
 def test_json_errors_match_multipart_errors(http: httpx.Client) -> None:

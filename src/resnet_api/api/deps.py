@@ -16,9 +16,9 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from resnet_api.api.errors import MAX_REPORTED_ERRORS, capped_errors
-from resnet_api.api.schemas import BatchJSON, ImageJSON
+from resnet_api.api.schemas import BatchJSONRead, ImageJSON, UndecodedImage
 from resnet_api.inference.classifiers import ClassifierRegistry
-from resnet_api.inference.errors import ClientDisconnected, NotReady, PayloadTooLarge, TooManyFiles
+from resnet_api.inference.errors import ClientDisconnected, InvalidImage, NotReady, PayloadTooLarge, TooManyFiles
 from resnet_api.inference.service import InferenceService
 from resnet_api.settings import Settings
 
@@ -90,10 +90,12 @@ class UploadSource:
 
 @dataclass(frozen=True)
 class DecodedSource:
-    data: bytes
+    data: bytes | UndecodedImage
     filename: str | None
 
     async def read(self, max_bytes: int) -> bytes:
+        if isinstance(self.data, UndecodedImage):
+            raise InvalidImage(f"{self.filename or 'the image'} is {self.data.reason}: send the file's bytes in base64")
         return check_size(self.data, self.filename, max_bytes)
 
 
@@ -193,7 +195,7 @@ async def read_form(
 async def image_sources(request: Request, settings: SettingsDep) -> AsyncIterator[list[ImageSource]]:
     """The images of a batch request, in order: multipart fields `files`, or JSON `{"images": [...]}`."""
     if request_kind(request) == "json":
-        body = await parse_json(request, BatchJSON)
+        body = await parse_json(request, BatchJSONRead)
         yield [DecodedSource(item.image, item.filename) for item in body.images]
         return
     form = await read_form(request, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
@@ -345,3 +346,37 @@ class BatchJSON(BaseModel):
         max_length=MAX_JSON_IMAGES,
         description="The images, in order (at least one, as for multipart; the server's batch limit applies)",
     )
+
+
+@dataclass(frozen=True)
+class UndecodedImage:
+    """A batch entry whose `image` is a string but not base64: that entry's error, not the whole request's."""
+
+    reason: str
+
+
+def _decode_batch_entry(value: object) -> bytes | UndecodedImage:
+    if not isinstance(value, str):  # the body's shape is wrong: a 422 for the request, as for a missing field
+        raise ValueError("expected the image as a base64 string")
+    try:
+        return _decode_base64(value)
+    except ValueError as exc:
+        return UndecodedImage(str(exc))
+
+
+class BatchEntryRead(BaseModel):
+    """How the server reads an entry of `BatchJSON` (whose schema documents `ImageJSON`): bad base64 in one entry
+    fails that entry only, as an unreadable file does in a multipart batch, so the other images still run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: Annotated[bytes | UndecodedImage, PlainValidator(_decode_batch_entry)]
+    filename: str | None = Field(default=None, max_length=1024)
+
+
+class BatchJSONRead(BaseModel):
+    """How the server reads `BatchJSON`: the same fields and bounds, entries as `BatchEntryRead`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[BatchEntryRead] = Field(min_length=1, max_length=MAX_JSON_IMAGES)
