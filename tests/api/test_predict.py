@@ -120,6 +120,20 @@ async def test_file_over_upload_limit_is_413(small_limits_client: httpx.AsyncCli
     assert "RESNET_API_MAX_UPLOAD_BYTES" in str(body["detail"])
 
 
+async def test_batch_entries_refused_before_the_model_are_counted(small_limits_client: httpx.AsyncClient) -> None:
+    """A batch answers 200 with the refused entries inside: `images_total` is where monitoring sees them."""
+    big = photo_like(640, 480, seed=3, fmt="PNG")
+    files = [("files", ("big.png", big, "image/png")), ("files", jpeg_file())]
+    results = (await small_limits_client.post("/v1/predict/batch", files=files)).json()["results"]
+    assert [r["ok"] for r in results] == [False, True]
+    garbled = {"images": [{"image": "not*base64"}]}
+    assert (await small_limits_client.post("/v1/predict/batch", json=garbled)).json()["results"][0]["ok"] is False
+    text = (await small_limits_client.get("/metrics")).text
+    assert 'resnet_api_images_total{outcome="payload_too_large"} 1.0' in text
+    assert 'resnet_api_images_total{outcome="invalid_image"} 1.0' in text
+    assert 'resnet_api_images_total{outcome="ok"} 1.0' in text
+
+
 async def test_body_over_request_limit_is_413_even_when_streamed(small_limits_client: httpx.AsyncClient) -> None:
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked transfer
         yield b'--abc\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'

@@ -357,6 +357,10 @@ class InferenceService:
             self.metrics.cache_entries.set(len(self.cache))
         return meta, result.value, self._timings(started, decode_s, result)
 
+    def refused(self, error: InferenceError) -> None:
+        """Count an image refused before it reached the service: a batch entry over the upload limit, say."""
+        self.metrics.images.labels(outcome=error.code).inc()
+
     def _observe_cache(self, hit: bool) -> None:
         (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
 

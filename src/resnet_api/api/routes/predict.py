@@ -108,7 +108,11 @@ async def predict_batch(
 
     async def one(index: int, upload: ImageSource) -> BatchItem:
         try:
-            data = await upload.read(settings.max_upload_bytes)
+            try:
+                data = await upload.read(settings.max_upload_bytes)
+            except InferenceError as exc:
+                service.refused(exc)  # never reaches the service, but is an image of this 200 all the same
+                raise
             result = await classify(data, top_k=top_k, min_score=min_score)
         except InferenceError as exc:
             return BatchItem(index=index, filename=upload.filename, ok=False, error=problem_for(exc, request.url.path))
