@@ -21,12 +21,13 @@ def url() -> str:
 
 
 def headers() -> dict[str, str]:
-    """An `X-API-Key` when the probes need one; without the setting nothing more is imported (it runs every 10 s)."""
-    if os.environ.get("RESNET_API_PROTECT_PROBES", "").strip().lower() in ("", "0", "false", "no", "off"):
+    """An `X-API-Key` when the probes need one; without the variable nothing more is imported (it runs every 10 s)."""
+    if not os.environ.get("RESNET_API_PROTECT_PROBES", "").strip():
         return {}
-    from resnet_api.settings import Settings  # the server's own reading of the key variables and file
+    from resnet_api.settings import Settings  # the server's own reading: "off", "f", "n"... and the key file
 
-    keys = Settings().all_api_keys()
+    settings = Settings()
+    keys = settings.all_api_keys() if settings.protect_probes else []
     return {"X-API-Key": keys[0]} if keys else {}
 
 
