@@ -92,6 +92,20 @@ async def test_invalid_parameters_are_422(client: httpx.AsyncClient, url: str, f
     assert body["errors"]
 
 
+async def test_several_files_on_a_one_image_route_are_refused(client: httpx.AsyncClient) -> None:
+    """The second file used to be ignored: its sender got one answer for two images and no word why."""
+    two = [("file", jpeg_file(seed=1)), ("file", jpeg_file(seed=2))]
+    for url in ("/v1/predict", "/v1/embed"):
+        body = assert_problem(await client.post(url, files=two), 422, "validation_error")
+        assert body["errors"] == [
+            {
+                "loc": ["body", "file"],
+                "msg": "2 files sent in `file`: send one, or several to /v1/predict/batch as `files`",
+                "type": "too_long",
+            }
+        ]
+
+
 async def test_missing_body_is_422(client: httpx.AsyncClient) -> None:
     assert_problem(await client.post("/v1/predict"), 422, "validation_error")
 

@@ -152,7 +152,18 @@ async def image_data(request: Request, settings: SettingsDep) -> bytes:
         return check_size(body.image, body.filename, settings.max_upload_bytes)
     form = await read_form(request, settings)
     try:
-        return await form_uploads(form, "file")[0].read(settings.max_upload_bytes)
+        uploads = form_uploads(form, "file")
+        if len(uploads) > 1:  # answering for the first would leave the others unanswered without a word
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "too_long",
+                        "loc": ("body", "file"),
+                        "msg": f"{len(uploads)} files sent in `file`: send one, or several to /v1/predict/batch as `files`",
+                    }
+                ]
+            )
+        return await uploads[0].read(settings.max_upload_bytes)
     finally:
         await form.close()
 
