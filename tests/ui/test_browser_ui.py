@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
-from playwright.sync_api import Browser, Page, Playwright, Request, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Request, Route, expect, sync_playwright
 
 import chromium
 from classifier_images import colour_image
@@ -467,6 +467,144 @@ def test_camera_shows_live_predictions_with_one_frame_in_flight(page: Page, watc
     page.wait_for_timeout(1000)
     assert len(watch.calls) == sent, "no frames after stopping"
     assert page.evaluate("document.querySelector('#video').srcObject") is None
+
+
+# ---------- races: a late answer must never undo a newer choice ----------
+
+HELD_CAMERA = """
+// getUserMedia waits for the test: __camera.release() hands the oldest call a real (fake-device) stream.
+const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+window.__camera = { pending: [], streams: [] };
+navigator.mediaDevices.getUserMedia = (constraints) => new Promise((resolve, reject) => {
+  window.__camera.pending.push(() => real(constraints).then((s) => { window.__camera.streams.push(s); resolve(s); }, reject));
+});
+window.__camera.release = () => window.__camera.pending.shift()();
+window.__camera.live = () =>
+  window.__camera.streams.flatMap((s) => s.getTracks()).filter((t) => t.readyState === "live").length;
+"""
+
+
+def hold_camera(page: Page) -> None:
+    """Reload the page with a getUserMedia that resolves only when the test says so."""
+    page.add_init_script(HELD_CAMERA)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+
+
+def wait_until(page: Page, done: Callable[[], bool], what: str, timeout_ms: int = 30_000) -> None:
+    """Poll a Python-side condition while Playwright keeps dispatching (route handlers run only then)."""
+    for _ in range(timeout_ms // 50):
+        if done():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_leaving_the_camera_tab_while_it_starts_turns_the_camera_off(page: Page, watch: Watch) -> None:
+    hold_camera(page)
+    page.click("#tab-camera")
+    page.click("#camera-toggle")
+    expect(page.locator("#camera-toggle")).to_have_text("Starting…")
+    page.click("#tab-images")  # left before the browser handed over the camera
+    page.evaluate("window.__camera.release()")
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.__camera.streams.length") == 1
+    assert page.evaluate("window.__camera.live()") == 0, "the camera must not keep running"
+    assert watch.calls == [], "no frames from a camera nobody looks at"
+    page.click("#tab-camera")
+    expect(page.locator("#camera-toggle")).to_have_text("Start camera")
+    expect(page.locator("#camera-toggle")).to_be_enabled()
+    assert page.is_hidden("#live-badge")
+
+
+def test_stop_then_start_quickly_leaves_one_camera_loop(page: Page) -> None:
+    held: list[Route] = []
+    hold_camera(page)
+    page.route("**/v1/predict*", lambda route: held.append(route))
+    page.click("#tab-camera")
+    page.click("#camera-toggle")
+    page.evaluate("window.__camera.release()")
+    wait_until(page, lambda: len(held) == 1, "the first frame")
+    page.click("#camera-toggle")  # stop, while that frame is still in flight
+    page.click("#camera-toggle")  # start again
+    page.evaluate("window.__camera.release()")
+    wait_until(page, lambda: len(held) == 2, "the new session's first frame")
+    held[0].continue_()  # the old session's answer lands: its loop must end there
+    page.wait_for_timeout(1500)
+    assert len(held) == 2, "a second camera loop is sending frames"
+    page.unroute("**/v1/predict*")  # also lets the held frame through
+    page.click("#camera-toggle")
+
+
+def test_an_older_top_k_answer_never_overwrites_a_newer_one(page: Page, images: list[Path]) -> None:
+    page.set_input_files("#file", str(images[0]))
+    page.wait_for_selector(".result[data-status=done]")
+    held: list[Route] = []
+    page.route(
+        "**/v1/predict*", lambda route: held.append(route) if "top_k=5" in route.request.url else route.continue_()
+    )
+    page.fill("#topk", "5")
+    page.locator("#topk").dispatch_event("change")
+    wait_until(page, lambda: len(held) == 1, "the top-5 request")
+    page.fill("#topk", "2")  # chosen while the top-5 answer is still on its way
+    page.locator("#topk").dispatch_event("change")
+    page.wait_for_function("() => document.querySelectorAll('.result[data-status=done] .pred').length === 2")
+    held[0].continue_()
+    page.wait_for_timeout(1000)
+    assert page.locator(".result[data-status=done] .pred").count() == 2, "the late top-5 answer won"
+    assert page.input_value("#topk") == "2"
+    page.select_option("#lang", "zh-CN")  # redraws the result from the page's state: the late answer is not in it
+    page.wait_for_function("() => document.documentElement.lang === 'zh-CN'")
+    assert page.locator(".result[data-status=done] .pred").count() == 2, "the late top-5 answer won"
+
+
+def test_a_newer_run_stops_an_older_one_sending_its_remaining_chunks(
+    page: Page, images: list[Path], tmp_path: Path
+) -> None:
+    """40 files go as 16 + 16 + 8; once "Classes to show" changes, the old run's third chunk is not sent at all."""
+    files = []
+    for i in range(40):
+        path = tmp_path / f"copy-{i:02d}.jpg"
+        path.write_bytes(images[i % len(images)].read_bytes())
+        files.append(path)
+    held: list[Route] = []
+    sent: list[str] = []
+
+    def handle(route: Route) -> None:
+        sent.append(route.request.url)
+        if "top_k=3" in route.request.url:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/v1/predict/batch*", handle)
+    page.set_input_files("#file", [str(f) for f in files])
+    wait_until(page, lambda: len(held) == 2, "the first run's two chunks in flight")
+    page.fill("#topk", "2")
+    page.locator("#topk").dispatch_event("change")
+    page.wait_for_function("() => document.querySelectorAll('.card[data-status=done]').length === 40")
+    for route in held:
+        route.continue_()
+    page.wait_for_timeout(1000)
+    # 2 chunks of the old run, 3 of the new; the old run's third would have gone (as top_k=2) once its two came back
+    assert [url.split("top_k=")[1] for url in sent] == ["3", "3", "2", "2", "2"], "the old run sent a third chunk"
+    assert page.locator(".card[data-status=done]").first.locator(".pred").count() == 2
+
+
+def test_a_quick_second_language_choice_wins_over_a_slow_first(page: Page) -> None:
+    held: list[Route] = []
+    page.route("**/i18n/zh-CN.json", lambda route: held.append(route))
+    page.select_option("#lang", "zh-CN")
+    wait_until(page, lambda: len(held) == 1, "the Chinese messages request")
+    with page.expect_response("**/i18n/en.json"):
+        page.select_option("#lang", "en")  # changed their mind before Chinese arrived
+    page.wait_for_timeout(200)
+    held[0].continue_()
+    page.wait_for_timeout(1000)
+    assert page.get_attribute("html", "lang") == "en", "the earlier choice was applied after the later one"
+    assert page.inner_text("h1") == "What's in this picture?"
+    assert page.input_value("#lang") == "en"
+    assert page.evaluate("localStorage.getItem('resnet-api.lang')") == "en"
 
 
 def test_keyboard_reaches_every_control_with_a_visible_focus(page: Page) -> None:

@@ -21,7 +21,8 @@ const state = {
   items: [], // one per file: {status: "pending" | "done" | "error", data, error, rtt}
   run: 0, // increases with each classification run, so late answers of an old run are dropped
   gridMs: null,
-  camera: { stream: null, running: false, error: null, preds: null, fps: 0, ms: 0, starting: false },
+  // session increases with each start and stop, so a late getUserMedia or an old frame loop knows it is not wanted
+  camera: { stream: null, running: false, error: null, preds: null, fps: 0, ms: 0, starting: false, session: 0 },
 };
 
 // ---------- i18n (i18n.js, shared with the classifiers page) ----------
@@ -316,7 +317,8 @@ async function classifyAll() {
     for (let i = 0; i < files.length; i += BATCH_CHUNK) chunks.push(i);
     // Two batch requests in flight at most: the next one uploads and decodes while the model runs.
     const worker = async () => {
-      for (let offset = chunks.shift(); offset !== undefined; offset = chunks.shift()) await runChunk(offset);
+      // A newer run (new files, or "Classes to show" changed) stops this one sending its remaining chunks.
+      for (let offset = chunks.shift(); offset !== undefined && run === state.run; offset = chunks.shift()) await runChunk(offset);
     };
     const runChunk = async (offset) => {
       const r = await predictBatch(files.slice(offset, offset + BATCH_CHUNK));
@@ -391,32 +393,44 @@ async function startCamera() {
     renderCamera();
     return;
   }
+  const session = ++cam.session;
   cam.starting = true;
   renderCamera();
+  let stream;
   try {
-    cam.stream = await navigator.mediaDevices.getUserMedia({
+    stream = await navigator.mediaDevices.getUserMedia({
       video: { facingMode: "environment", width: { ideal: 640 }, height: { ideal: 480 } },
       audio: false,
     });
   } catch (err) {
+    if (session !== cam.session) return; // stopped meanwhile: nothing to report
     cam.starting = false;
     cam.error = { name: err.name };
     renderCamera();
     return;
   }
+  // Stopped (or the tab left) while the browser was starting the camera: release it at once.
+  if (session !== cam.session) {
+    for (const track of stream.getTracks()) track.stop();
+    return;
+  }
+  cam.stream = stream;
   const video = $("#video");
   video.srcObject = cam.stream;
   await video.play().catch(() => {});
+  if (session !== cam.session) return; // stopped during play(): stopCamera already released the stream
   cam.starting = false;
   cam.running = true;
   cam.preds = null;
   renderCamera();
-  cameraLoop();
+  cameraLoop(session);
 }
 
 function stopCamera() {
   const cam = state.camera;
+  cam.session++; // ends this session's frame loop and turns away a getUserMedia still pending
   cam.running = false;
+  cam.starting = false;
   if (cam.stream) for (const track of cam.stream.getTracks()) track.stop();
   cam.stream = null;
   $("#video").srcObject = null;
@@ -434,12 +448,13 @@ function grabFrame(video, canvas) {
 const sleep = (millis) => new Promise((resolve) => setTimeout(resolve, millis));
 
 // One frame in flight at a time: the next frame is grabbed only after the previous answer arrived.
-async function cameraLoop() {
+async function cameraLoop(session) {
   const cam = state.camera;
+  const live = () => cam.running && cam.session === session; // a Stop then Start must end this loop, not add one
   const video = $("#video");
   const canvas = document.createElement("canvas");
   let lastSent = null;
-  while (cam.running) {
+  while (live()) {
     const started = performance.now();
     if (!video.videoWidth || document.hidden) {
       await sleep(100);
@@ -450,7 +465,7 @@ async function cameraLoop() {
     lastSent = started;
     const blob = await grabFrame(video, canvas);
     const r = blob ? await predictOne(blob, "frame.jpg") : null;
-    if (!cam.running) break;
+    if (!live()) break;
     let wait = FRAME_INTERVAL_MS - (performance.now() - started);
     if (r && r.ok) {
       cam.preds = r.data.predictions;
@@ -502,7 +517,7 @@ function selectTab(tab, focus = false) {
     document.getElementById(other.getAttribute("aria-controls")).hidden = !selected;
   }
   if (focus) tab.focus();
-  if (tab.id !== "tab-camera" && state.camera.running) stopCamera();
+  if (tab.id !== "tab-camera" && (state.camera.running || state.camera.starting)) stopCamera();
 }
 
 // ---------- wiring ----------

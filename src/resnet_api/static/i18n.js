@@ -5,6 +5,7 @@
 export const LANGUAGES = { en: "English", "zh-CN": "简体中文" };
 const STORAGE_KEY = "resnet-api.lang";
 const current = { lang: "en", messages: {} }; // English is also written into the HTML, so it shows before any fetch
+let switches = 0; // counts useLang calls, so a slow earlier choice never lands after a later one
 
 export const currentLang = () => current.lang;
 
@@ -37,15 +38,18 @@ export function translate(root = document) {
 // Loads a language and translates the page's HTML into it; false, and nothing changes, if its file cannot be fetched.
 export async function useLang(lang) {
   const menu = document.getElementById("lang");
+  const id = ++switches;
   let messages;
   try {
     const response = await fetch(`i18n/${lang}.json`);
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     messages = await response.json();
   } catch {
+    if (id !== switches) return false; // a later choice owns the menu now
     if (menu) menu.value = current.lang; // server unreachable: the menu keeps naming the language shown
     return false;
   }
+  if (id !== switches) return false; // a later choice was made while this one loaded: it decides
   Object.assign(current, { lang, messages });
   document.documentElement.lang = lang;
   if (menu) menu.value = lang;
