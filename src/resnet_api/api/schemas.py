@@ -268,14 +268,23 @@ EXAMPLE_PNG_BASE64 = (
 _DATA_URL_PREFIX = re.compile(r"^\s*data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[^;,]*)*;base64,", re.IGNORECASE)
 
 
-def _decode_base64(value: object) -> bytes:
+def _base64_text(value: object) -> str:
+    """The JSON value of an `image` field; anything but a string means the body's shape is wrong."""
     if not isinstance(value, str):
         raise ValueError("expected the image as a base64 string")
+    return value
+
+
+def _decode_base64_text(value: str) -> bytes:
     text = "".join(_DATA_URL_PREFIX.sub("", value, count=1).split())
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"not valid base64 ({exc})") from None
+
+
+def _decode_base64(value: object) -> bytes:
+    return _decode_base64_text(_base64_text(value))
 
 
 # Decoded while the body is validated, so bad base64 is a 422 that points at the field.
@@ -356,10 +365,9 @@ class UndecodedImage:
 
 
 def _decode_batch_entry(value: object) -> bytes | UndecodedImage:
-    if not isinstance(value, str):  # the body's shape is wrong: a 422 for the request, as for a missing field
-        raise ValueError("expected the image as a base64 string")
+    text = _base64_text(value)  # a wrong shape stays a 422 for the request, as a missing field is
     try:
-        return _decode_base64(value)
+        return _decode_base64_text(text)
     except ValueError as exc:
         return UndecodedImage(str(exc))
 
