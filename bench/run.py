@@ -4,6 +4,9 @@
     scripts/bench.sh --quick         # a smoke run, under a minute
     scripts/bench.sh --backends torch,int8 --duration 5
 
+After a backend's cells (by default only `torch`'s, --paired), its server and its in-process ceiling are measured
+in turn, round after round, for a ratio that the machine's drift in speed does not move.
+
 Everything runs on 127.0.0.1; every phase is bounded in time. Weights are seeded random ones unless
 --weights names a file (speed does not depend on the values). Results: results.md (the table),
 results.json (raw numbers) and chart.png (throughput and p99 per server and concurrency).
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -122,29 +125,41 @@ from resnet_api.settings import Settings
 
 settings = Settings(weights=args["weights"], **args["settings"])
 backend = load_backend(settings, Path(args["weights"]))
+
+def step(data, n, threads=None):
+    decode_and_run(backend, data, n, draft=settings.jpeg_draft, threads=threads)
+
+def rate(data, n, parallel, warm, seconds):
+    # `parallel` threads of work side by side, the model threads split between them, as the server does
+    threads = settings.torch_threads // parallel
+    counts = [0] * parallel
+    def work(i):
+        if warm:
+            step(data, n, threads); step(data, n, threads)
+        barrier.wait()
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds or counts[i] == 0:
+            step(data, n, threads); counts[i] += n
+        ends[i] = time.perf_counter()
+    barrier, ends = threading.Barrier(parallel + 1), [0.0] * parallel
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(parallel)]
+    for w in workers: w.start()
+    barrier.wait(); started = time.perf_counter()
+    for w in workers: w.join()
+    return sum(counts) / (max(ends) - started)
+
+if args.get("commands"):
+    # kept running: one {"image", "n", "parallel", "seconds"} per stdin line, one rate per stdout line
+    datas = {name: Path(path).read_bytes() for name, path in args["images"].items()}
+    print(json.dumps("ready"), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        print(json.dumps(rate(datas[cmd["image"]], cmd["n"], cmd["parallel"], True, cmd["seconds"])), flush=True)
+    sys.exit(0)
+
 out = {"backend": backend.name, "runtime": backend.runtime, "precision": backend.precision, "images": {}}
 for name, path in args["images"].items():
     data = Path(path).read_bytes()
-    def step(n, threads=None):
-        decode_and_run(backend, data, n, draft=settings.jpeg_draft, threads=threads)
-    def rate(n, parallel, warm):
-        # `parallel` threads of work side by side, the model threads split between them, as the server does
-        threads = settings.torch_threads // parallel
-        counts = [0] * parallel
-        def work(i):
-            if warm:
-                step(n, threads); step(n, threads)
-            barrier.wait()
-            started = time.perf_counter()
-            while time.perf_counter() - started < args["seconds"] or counts[i] == 0:
-                step(n, threads); counts[i] += n
-            ends[i] = time.perf_counter()
-        barrier, ends = threading.Barrier(parallel + 1), [0.0] * parallel
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(parallel)]
-        for w in workers: w.start()
-        barrier.wait(); started = time.perf_counter()
-        for w in workers: w.join()
-        return sum(counts) / (max(ends) - started)
     layouts = sorted({1, parallel_batches(settings)})
     configs = [(n, parallel) for n in args["batch_sizes"] for parallel in layouts]
     rounds = {}
@@ -152,10 +167,10 @@ for name, path in args["images"].items():
         # each round starts one configuration later, so no configuration always runs first or last
         for n, parallel in configs[r % len(configs):] + configs[:r % len(configs)]:
             label = str(n) if parallel == 1 else f"{n}, {parallel} at once"
-            rounds.setdefault(label, []).append(rate(n, parallel, warm=r == 0))
+            rounds.setdefault(label, []).append(rate(data, n, parallel, r == 0, args["seconds"]))
     single = []
     for _ in range(args["single_runs"]):
-        t = time.perf_counter(); step(1); single.append(time.perf_counter() - t)
+        t = time.perf_counter(); step(data, 1); single.append(time.perf_counter() - t)
     out["images"][name] = {"rounds": rounds, "single_ms": 1000 * float(np.median(single))}
 print(json.dumps(out))
 """
@@ -202,6 +217,64 @@ def best_of_rounds(rounds: dict[str, list[float]]) -> dict[str, Any]:
         "ceiling": rates[best],
         "spread": [min(rounds[best]), max(rounds[best])],
     }
+
+
+def batch_layout(label: str) -> tuple[int, int]:
+    """(batch size, batches at once) of a ceiling configuration's label: "8" or "4, 2 at once"."""
+    size, _, at_once = label.partition(", ")
+    return int(size), int(at_once.split()[0]) if at_once else 1
+
+
+@contextlib.contextmanager
+def ceiling_process(
+    python: str, backend: str, weights: Path, images: dict[str, Path], log_path: Path, code: str = CEILING_CODE
+) -> Iterator[Callable[[str, str, float], float]]:
+    """The ceiling's `code` loaded once in a process of its own, kept running; yields `rate(image, label, seconds)`,
+    which measures one configuration again there (img/s). Stopped on exit; its standard error goes to `log_path`.
+    """
+    args = {
+        "bench": str(HERE),
+        "settings": backend_settings(backend),
+        "weights": str(weights),
+        "images": {k: str(v) for k, v in images.items()},
+        "commands": True,
+    }
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [python, "-c", code, json.dumps(args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None
+    assert stdout is not None
+
+    def answer() -> Any:
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError(f"the ceiling process for {backend} exited with {proc.wait()}: see {log_path}")
+        return json.loads(line)
+
+    def rate(image: str, label: str, seconds: float) -> float:
+        n, parallel = batch_layout(label)
+        stdin.write(json.dumps({"image": image, "n": n, "parallel": parallel, "seconds": seconds}) + "\n")
+        stdin.flush()
+        return float(answer())
+
+    try:
+        answer()  # "ready": the backend is loaded
+        yield rate
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()  # the end of its commands: it exits
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        stdout.close()
 
 
 # -- phase 2: servers over HTTP -------------------------------------------------------------------
@@ -299,6 +372,62 @@ async def measure(
     return cells
 
 
+@dataclass
+class Paired:
+    """A server and its in-process ceiling measured in turn, round after round: the ratio without the drift.
+
+    The ceiling phase runs minutes before the server, and the machine's speed drifts by 10-30 % over that
+    time; choosing the best of several configurations' medians also favours whichever the noise lifted. Here
+    the ceiling's chosen configuration is measured again between the server's rounds, in the order
+    ceiling-server, server-ceiling, ... (ABBA: a steady drift favours neither), and each round gives a ratio.
+    """
+
+    server: str
+    image: str
+    concurrency: int
+    configuration: str
+    seconds: float
+    server_rates: list[float]
+    ceiling_rates: list[float]
+
+    def ratios(self) -> list[float]:
+        return [s / c for s, c in zip(self.server_rates, self.ceiling_rates, strict=True)]
+
+
+def paired_rounds(
+    server: str,
+    port: int,
+    images: dict[str, bytes],
+    configurations: dict[str, str],
+    ceiling_rate: Callable[[str, str, float], float],
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    concurrency: int,
+) -> list[Paired]:
+    """`rounds` rounds per image of the server at `concurrency` clients and of `ceiling_rate` on the ceiling's
+    configuration for that image, each for `seconds`, in ABBA order."""
+    results = []
+    for name, data in images.items():
+        payload = multipart_request("/v1/predict", f"127.0.0.1:{port}", f"{name}.jpg", data)
+        paired = Paired(server, name, concurrency, configurations[name], seconds, [], [])
+
+        for r in range(rounds):
+            for step in ("http", "in process") if r % 2 else ("in process", "http"):
+                if step == "http":
+                    load = asyncio.run(run_load("127.0.0.1", port, payload, concurrency, seconds, warmup))
+                    paired.server_rates.append(round(load.throughput, 1))
+                else:
+                    paired.ceiling_rates.append(round(ceiling_rate(name, configurations[name], seconds), 1))
+            print(
+                f"  {server:<12} {name:<10} round {r + 1}: {paired.server_rates[-1]:7.1f} img/s over HTTP, "
+                f"{paired.ceiling_rates[-1]:7.1f} in process, ratio {paired.ratios()[-1]:.2f}",
+                flush=True,
+            )
+        results.append(paired)
+    return results
+
+
 def resnet_api_env(backend: str, weights: Path, port: int, log_level: str = "warning") -> dict[str, str]:
     """The environment of `python -m resnet_api serve` for a bench run: default settings but these."""
     return {
@@ -337,8 +466,15 @@ SERVE_COMMAND = [sys.executable, "-m", "resnet_api", "serve"]
 
 
 def run_server(
-    server: str, cmd: list[str], env: dict[str, str], port: int, images: dict[str, bytes], args: argparse.Namespace
+    server: str,
+    cmd: list[str],
+    env: dict[str, str],
+    port: int,
+    images: dict[str, bytes],
+    args: argparse.Namespace,
+    then: Callable[[], None] | None = None,
 ) -> tuple[list[Cell], dict[str, Any]]:
+    """The server's cells, start-up, memory and idle CPU; then `then()`, if given, while it still runs."""
     log_path = args.out / f"{server.replace('/', '-')}.log"
     started = time.perf_counter()
     with serving(cmd, env, port, log_path) as proc:
@@ -363,6 +499,8 @@ def run_server(
             f"torch loaded: {extra['torch_loaded']}",
             flush=True,
         )
+        if then is not None:
+            then()
         return cells, extra
 
 
@@ -469,6 +607,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {cell['server']} | {cell['image']} | {cell['concurrency']} | {cell['throughput']:.1f} | {cell['p50_ms']:.1f} "
             f"| {cell['p95_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['errors']} | {cell['peak_rss_mb']:.0f} |"
         )
+    lines += paired_table(report)
     lines += one_client_table(report)
     lines += [
         "",
@@ -482,6 +621,33 @@ def markdown(report: dict[str, Any]) -> str:
             f"{'yes' if extra['torch_loaded'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def paired_table(report: dict[str, Any]) -> list[str]:
+    """Each paired measurement: both rates round by round, and the median ratio with its range."""
+    if not report.get("paired"):
+        return []
+    rounds = max(len(p["ratios"]) for p in report["paired"])
+    seconds = report["paired"][0]["seconds"]
+    lines = [
+        "",
+        f"**Over HTTP against the in-process ceiling, in turn** ({rounds} rounds of {seconds:g} s each, "
+        "alternating which goes first; the ceiling's best configuration measured again in a process of its own "
+        "between the server's rounds, so both see the machine at the same speed):",
+        "",
+        "| server | image | clients | ceiling configuration | over HTTP img/s | in process img/s "
+        "| ratio, median (range) |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+    for p in report["paired"]:
+        ratios = p["ratios"]
+        lines.append(
+            f"| {p['server']} | {p['image']} | {p['concurrency']} | {p['configuration']} "
+            f"| {' / '.join(f'{x:.1f}' for x in p['server_rates'])} "
+            f"| {' / '.join(f'{x:.1f}' for x in p['ceiling_rates'])} "
+            f"| {float(np.median(ratios)):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |"
+        )
+    return lines
 
 
 def one_client_table(report: dict[str, Any]) -> list[str]:
@@ -586,17 +752,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flask", action="store_true", help="skip the Flask baseline")
     parser.add_argument("--weights", type=Path, default=None, help="state_dict file (default: seeded random)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="output folder")
+    parser.add_argument(
+        "--paired",
+        default="torch",
+        help="comma-separated backends whose server and ceiling are also measured in turn, for the ratio (default torch)",
+    )
+    parser.add_argument("--paired-rounds", type=int, default=4, help="rounds of each (0: none)")
+    parser.add_argument("--paired-seconds", type=float, default=4.0, help="measured seconds of each, per round")
     parser.add_argument("--quick", action="store_true", help="smoke run: one backend, short cells")
     args = parser.parse_args(argv)
     # A plain `kill` still runs the finally blocks that stop the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.backends, args.concurrency, args.duration, args.warmup, args.idle = "onnxruntime", "1,8", 1.5, 0.5, 1.0
+        args.paired, args.paired_rounds, args.paired_seconds = "onnxruntime", 2, 1.0
     if args.backends is None:
         args.backends = ",".join(default_backends(read_cpuinfo()))
     args.backends = [b for b in args.backends.split(",") if b]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    unknown = set(args.backends) - set(BACKENDS)
+    args.paired = [b for b in args.paired.split(",") if b]
+    unknown = (set(args.backends) | set(args.paired)) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
 
@@ -611,11 +786,14 @@ def main(argv: list[str] | None = None) -> int:
         "ceilings": [],
         "cells": [],
         "servers": {},
+        "paired": [],
     }
     python = sys.executable
 
-    def serve(server: str, cmd: list[str], env: dict[str, str], port: int) -> None:
-        cells, extra = run_server(server, cmd, env, port, images, args)
+    def serve(
+        server: str, cmd: list[str], env: dict[str, str], port: int, then: Callable[[], None] | None = None
+    ) -> None:
+        cells, extra = run_server(server, cmd, env, port, images, args, then)
         report["cells"] += [asdict(c) for c in cells]
         report["servers"][server] = extra
 
@@ -638,8 +816,31 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             port = free_port()
+            server = f"resnet-api/{backend}"
+
+            def paired(server: str = server, backend: str = backend, port: int = port) -> None:
+                # After the server's own cells: a process with torch loaded beside it from its start would keep
+                # the libtorch pages its page-out drops resident (see `make_weights`).
+                print(f"{backend}: server and in-process ceiling in turn", flush=True)
+                configurations = {name: r["best_batch"] for name, r in report["ceilings"][-1]["images"].items()}
+                log_path = args.out / f"ceiling-{backend}.log"
+                with ceiling_process(python, backend, weights, paths, log_path) as ceiling_rate:
+                    rounds = paired_rounds(
+                        server,
+                        port,
+                        images,
+                        configurations,
+                        ceiling_rate,
+                        args.paired_rounds,
+                        args.paired_seconds,
+                        args.warmup,
+                        max(args.concurrency),
+                    )
+                report["paired"] += [asdict(p) | {"ratios": [round(x, 3) for x in p.ratios()]} for p in rounds]
+
             print(f"{backend}: server over HTTP", flush=True)
-            serve(f"resnet-api/{backend}", SERVE_COMMAND, resnet_api_env(backend, weights, port), port)
+            pair = backend in args.paired and args.paired_rounds > 0
+            serve(server, SERVE_COMMAND, resnet_api_env(backend, weights, port), port, paired if pair else None)
             if backend == flask_after and not args.no_flask:
                 port = free_port()
                 print("flask baseline over HTTP", flush=True)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -132,3 +133,71 @@ def test_bench_writes_its_weights_without_importing_torch_itself(tmp_path: Path)
     assert torch_loaded == "False"
     assert int(size) > 40_000_000  # ResNet-18's 11.7 M fp32 parameters
     assert [p.name for p in tmp_path.iterdir()] == ["resnet18-bench-seed0.pth"]  # no partial file left
+
+
+@pytest.mark.parametrize(("label", "layout"), [("8", (8, 1)), ("4, 2 at once", (4, 2)), ("16, 3 at once", (16, 3))])
+def test_a_ceiling_label_gives_back_its_batch_layout(label: str, layout: tuple[int, int]) -> None:
+    assert bench_run.batch_layout(label) == layout
+
+
+def test_paired_rounds_alternate_which_goes_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ABBA: with the machine slowing down steadily, neither the server nor the ceiling always runs first."""
+    steps: list[str] = []
+    http_rates = iter([40.0, 44.0, 42.0, 46.0])
+
+    async def fake_load(host: str, port: int, payload: bytes, concurrency: int, *_: object) -> object:
+        steps.append(f"http c={concurrency}")
+        return SimpleNamespace(throughput=next(http_rates))
+
+    def ceiling_rate(image: str, label: str, seconds: float) -> float:
+        steps.append(f"ceiling {image} {label} {seconds:g}s")
+        return 50.0
+
+    monkeypatch.setattr(bench_run, "run_load", fake_load)
+    (paired,) = bench_run.paired_rounds(
+        "resnet-api/torch", 8000, {"451x300": b"jpeg"}, {"451x300": "4, 2 at once"}, ceiling_rate, 4, 3.0, 1.0, 32
+    )
+    ceiling, http = "ceiling 451x300 4, 2 at once 3s", "http c=32"
+    assert steps == [ceiling, http, http, ceiling, ceiling, http, http, ceiling]
+    assert paired.server_rates == [40.0, 44.0, 42.0, 46.0]
+    assert paired.ratios() == [0.8, 0.88, 0.84, 0.92]
+
+
+def test_report_shows_each_paired_round_and_the_median_ratio() -> None:
+    paired = bench_run.Paired(
+        "resnet-api/torch", "451x300", 32, "4, 2 at once", 4.0, [45.0, 47.0, 46.0], [50.0, 50.0, 46.0]
+    )
+    report = {
+        "machine": {
+            "cpu": "test CPU",
+            "cpu_features": "avx2",
+            "cpus_usable": 2,
+            "python": "3.11",
+            "date": "2026-12-03 00:00 UTC",
+            "load_average_at_start": [0.0, 0.0, 0.0],
+            "sgemm_gflops_per_core": 60.0,
+        },
+        "command": "scripts/bench.sh",
+        "ceilings": [],
+        "cells": [],
+        "servers": {},
+        "paired": [asdict(paired) | {"ratios": paired.ratios()}],
+    }
+    table = bench_run.markdown(report)
+    assert "3 rounds of 4 s each" in table
+    assert (
+        "| resnet-api/torch | 451x300 | 32 | 4, 2 at once | 45.0 / 47.0 / 46.0 | 50.0 / 50.0 / 46.0 | 0.94 (0.90-1.00) |"
+        in table
+    )
+    assert "against the in-process ceiling, in turn" not in bench_run.markdown(report | {"paired": []})
+
+
+def test_a_ceiling_process_that_dies_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    log = tmp_path / "ceiling.log"
+    code = "import sys; print('no backend here', file=sys.stderr); sys.exit(3)"
+    with (
+        pytest.raises(RuntimeError, match="exited with 3"),
+        bench_run.ceiling_process(sys.executable, "torch", Path("w.pth"), {}, log, code=code),
+    ):
+        pass
+    assert "no backend here" in log.read_text()

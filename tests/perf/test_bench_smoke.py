@@ -53,6 +53,17 @@ def test_quick_bench_writes_table_and_chart(tmp_path: Path) -> None:
     assert "added by HTTP, same requests ms" in table
     assert "| flask | 3000x2000 | 1 |" in table
     assert "RSS idle after load MB" in table
+    # the server and its ceiling measured in turn (the ratio's own measurement), two rounds per image
+    assert [(p["server"], p["image"]) for p in report["paired"]] == [
+        ("resnet-api/onnxruntime", "451x300"),
+        ("resnet-api/onnxruntime", "3000x2000"),
+    ]
+    for paired in report["paired"]:
+        ceiling = next(c for c in report["ceilings"] if c["backend"] == "onnxruntime")["images"][paired["image"]]
+        assert paired["configuration"] == ceiling["best_batch"]
+        assert len(paired["server_rates"]) == len(paired["ceiling_rates"]) == len(paired["ratios"]) == 2
+        assert all(rate > 0 for rate in paired["server_rates"] + paired["ceiling_rates"]), paired
+    assert "| resnet-api/onnxruntime | 3000x2000 | 8 |" in table.split("in turn**")[1]
     chart = (tmp_path / "chart.png").read_bytes()
     assert chart.startswith(b"\x89PNG")
     assert len(chart) < 200_000
