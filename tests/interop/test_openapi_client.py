@@ -52,7 +52,12 @@ def test_json_responses_and_bodies_carry_examples() -> None:
             assert schemas[ok["schema"]["$ref"].rsplit("/", 1)[1]].get("examples"), f"{method} {path}"
         body = op.get("requestBody")
         if body is not None:
-            assert set(body["content"]) == {"multipart/form-data", "application/json"}, path
+            one_image = path in ("/v1/predict", "/v1/embed")  # these also take the image file as the body
+            raw = {"application/octet-stream"} if one_image else set()
+            assert set(body["content"]) == {"multipart/form-data", "application/json"} | raw, path
+            if one_image:
+                raw_schema = body["content"]["application/octet-stream"]["schema"]
+                assert (raw_schema["type"], raw_schema["format"]) == ("string", "binary"), path
             assert body["content"]["application/json"]["example"], path
             multipart = schemas[body["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
             file_fields = {"file", "files"} & set(multipart["properties"])
@@ -128,6 +133,10 @@ def test_generated_client_calls_every_v1_endpoint_with_types(api: ModuleType, in
         assert isinstance(by_json, models.PredictResponse)
         assert [p.index for p in by_json.predictions] == [p.index for p in by_file.predictions]
 
+        by_body = predict.sync(client=client, body=types.File(payload=io.BytesIO(image)), top_k=5)
+        assert isinstance(by_body, models.PredictResponse)
+        assert [p.index for p in by_body.predictions] == [p.index for p in by_file.predictions]
+
         files = [types.File(payload=io.BytesIO(photo_like(seed=s)), file_name=f"{s}.jpg") for s in (4, 5)]
         batch = predict_batch.sync(client=client, body=models.BatchUpload(files=files), top_k=2)
         assert isinstance(batch, models.BatchResponse)
@@ -137,6 +146,9 @@ def test_generated_client_calls_every_v1_endpoint_with_types(api: ModuleType, in
         assert isinstance(vector, models.EmbedResponse)
         assert vector.dim == 512
         assert len(vector.embedding) == 512
+        raw_vector = embed.sync(client=client, body=types.File(payload=io.BytesIO(image)), normalize=True)
+        assert isinstance(raw_vector, models.EmbedResponse)
+        assert raw_vector.embedding == pytest.approx(vector.embedding, abs=1e-6)
 
         info = get_model.sync(client=client)
         assert isinstance(info, models.ModelInfo)

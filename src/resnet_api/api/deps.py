@@ -58,10 +58,14 @@ async def read_upload(upload: StarletteUploadFile, max_bytes: int) -> bytes:
 
 def check_size(data: bytes, name: str | None, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
-        raise PayloadTooLarge(
-            f"{name or 'file'} is larger than the {max_bytes}-byte upload limit (RESNET_API_MAX_UPLOAD_BYTES)"
-        )
+        raise too_large(name, max_bytes)
     return data
+
+
+def too_large(name: str | None, max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{name or 'file'} is larger than the {max_bytes}-byte upload limit (RESNET_API_MAX_UPLOAD_BYTES)"
+    )
 
 
 # --- one route, two request bodies: multipart or base64 JSON (issue 7) ---
@@ -102,18 +106,39 @@ class DecodedSource:
 BodyModel = TypeVar("BodyModel", bound=BaseModel)
 
 
-def request_kind(request: Request) -> Literal["multipart", "json"]:
-    """Which of the two documented bodies this is, from Content-Type; anything else is a 415."""
+def request_kind(request: Request, *, raw: bool = False) -> Literal["multipart", "json", "raw"]:
+    """Which of the documented bodies this is, from Content-Type; anything else is a 415. With `raw` (routes of
+    one image), the body may also be the image file itself: `application/octet-stream` or any `image/*` type."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type in ("multipart/form-data", ""):  # no Content-Type: nothing sent, the 422 names the missing field
         return "multipart"
     if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
         return "json"
-    raise HTTPException(
-        415,
-        f"Content-Type {media_type} is not accepted: send multipart/form-data with the image file(s), "
-        "or application/json with base64-encoded image(s)",
+    if raw and (media_type == "application/octet-stream" or media_type.startswith("image/")):
+        return "raw"
+    bodies = (
+        "multipart/form-data with the image file, application/json with the image in base64, or the image file "
+        "itself as the body (Content-Type image/jpeg, image/png, ... or application/octet-stream)"
+        if raw
+        else "multipart/form-data with the image files, or application/json with base64-encoded images"
     )
+    raise HTTPException(415, f"Content-Type {media_type} is not accepted: send {bodies}")
+
+
+async def read_raw_body(request: Request, max_bytes: int) -> bytes:
+    """The body as the image's bytes, read as it streams in: past `max_bytes` it is refused without the rest."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large("the image", max_bytes)
+        chunks.append(chunk)
+    if not size:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "The body is empty: send the image file's bytes as the body"}]
+        )
+    return b"".join(chunks)
 
 
 JSON_ON_LOOP_BYTES = 64 * 1024
@@ -146,8 +171,11 @@ def form_uploads(form: FormData, field: str) -> list[UploadSource]:
 
 
 async def image_data(request: Request, settings: SettingsDep) -> bytes:
-    """The one image of a request: multipart field `file`, or JSON `{"image": "<base64>"}`."""
-    if request_kind(request) == "json":
+    """The one image of a request: multipart field `file`, JSON `{"image": "<base64>"}`, or the body itself."""
+    kind = request_kind(request, raw=True)
+    if kind == "raw":
+        return await read_raw_body(request, settings.max_upload_bytes)
+    if kind == "json":
         body = await parse_json(request, ImageJSON)
         return check_size(body.image, body.filename, settings.max_upload_bytes)
     form = await read_form(request, settings)

@@ -25,18 +25,21 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
 
 
-def alternative_bodies(multipart: type[BaseModel], json: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` for a route taking `multipart/form-data` or `application/json` (see deps.request_kind)."""
+def alternative_bodies(multipart: type[BaseModel], json: type[BaseModel], *, raw: bool = False) -> dict[str, Any]:
+    """`openapi_extra` for a route taking `multipart/form-data` or `application/json`, and with `raw` the image
+    file itself (see deps.request_kind).
+
+    The raw body is documented as `application/octet-stream` only, though any `image/*` type is taken too: client
+    generators (openapi-python-client) refuse a body type they cannot map to a file, and `image/*` is one.
+    """
     examples = json.model_json_schema(ref_template=REF_TEMPLATE).get("examples")
     json_content: dict[str, Any] = {"schema": _ref(json)}
     if examples:
         json_content["example"] = examples[0]
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/form-data": {"schema": _ref(multipart)}, "application/json": json_content},
-        }
-    }
+    content: dict[str, Any] = {"multipart/form-data": {"schema": _ref(multipart)}, "application/json": json_content}
+    if raw:
+        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def install_request_schemas(app: FastAPI, models: Sequence[type[BaseModel]] = REQUEST_MODELS) -> None:

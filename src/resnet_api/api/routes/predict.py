@@ -42,14 +42,21 @@ MinScore = Annotated[
 ]
 
 
+ONE_IMAGE_BODIES = (
+    'Send the image as multipart field `file`, as JSON `{"image": "<base64>"}`, or as the body itself with its '
+    "type (`image/jpeg`, `image/png`, ... or `application/octet-stream`): "
+    "`curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg'`."
+)
+
+
 @router.post(
     "/predict",
     operation_id="predict",
     summary="Classify one image",
-    description='Send the image as multipart field `file`, or as JSON `{"image": "<base64>"}`.',
+    description=ONE_IMAGE_BODIES,
     response_model=PredictResponse,
     responses=error_responses(400, 401, 404, 408, 409, 413, 415, 422, 503),
-    openapi_extra=alternative_bodies(ImageUpload, ImageJSON),
+    openapi_extra=alternative_bodies(ImageUpload, ImageJSON, raw=True),
 )
 async def predict(
     request: Request,
@@ -141,11 +148,11 @@ async def predict_batch(
     summary="512-d feature vector of one image",
     description=(
         "The pooled ResNet-18 features (input of the final layer), for similarity search and transfer learning. "
-        'Send the image as multipart field `file`, or as JSON `{"image": "<base64>"}`.'
+        + ONE_IMAGE_BODIES
     ),
     response_model=EmbedResponse,
     responses=error_responses(400, 401, 408, 413, 415, 422, 503),
-    openapi_extra=alternative_bodies(ImageUpload, ImageJSON),
+    openapi_extra=alternative_bodies(ImageUpload, ImageJSON, raw=True),
 )
 async def embed(
     request: Request,
