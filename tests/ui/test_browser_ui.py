@@ -863,3 +863,107 @@ def test_a_long_label_does_not_push_a_phone_page_sideways(browser: Browser, clf_
         page.context.close()
         httpx.delete(f"{clf_server}v1/classifiers/{cid}")
     assert watch.errors == []
+
+
+# ---------- keyboard focus survives redraws ----------
+
+
+def tab_to(page: Page, selector: str, limit: int = 40) -> None:
+    """Presses Tab until the focused element matches `selector`, as a keyboard user gets there."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("(sel) => document.activeElement.matches(sel)", selector):
+            return
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def focused(page: Page, selector: str) -> bool:
+    return bool(page.evaluate("(sel) => document.activeElement.matches(sel)", selector))
+
+
+def refuse_batches(route: Route) -> None:
+    body = {"type": "about:blank", "title": "overloaded", "status": 503, "detail": "busy", "code": "overloaded"}
+    route.fulfill(status=503, json=body, headers={"Retry-After": "1"}, content_type="application/problem+json")
+
+
+def test_a_grid_redraw_keeps_the_focus_on_the_same_cards_retry_button(page: Page, images: list[Path]) -> None:
+    page.route("**/v1/predict/batch*", refuse_batches)
+    page.set_input_files("#file", [str(images[0]), str(images[1])])
+    expect(page.locator(".card[data-status=error]")).to_have_count(2)
+    first_retry = '.card[data-focus-scope="0"] button[data-focus="retry"]'
+    tab_to(page, first_retry)
+    page.unroute("**/v1/predict/batch*")
+    # The second card is retried (a click from script does not move focus): its answer redraws the whole grid.
+    page.evaluate("""() => document.querySelector('.card[data-focus-scope="1"] button[data-focus="retry"]').click()""")
+    expect(page.locator('.card[data-focus-scope="1"]')).to_have_attribute("data-status", "done")
+    assert focused(page, first_retry), "the redraw took the focus away from the first card's Retry button"
+    page.keyboard.press("Enter")  # its own button goes away with the error: the focus stays on its card
+    expect(page.locator('.card[data-focus-scope="0"]')).to_have_attribute("data-status", "done")
+    assert focused(page, '.card[data-focus-scope="0"]')
+
+
+def test_a_language_change_from_another_tab_keeps_the_focus_on_the_result(
+    page: Page, server: str, images: list[Path]
+) -> None:
+    page.route("**/v1/predict*", refuse_batches)
+    page.set_input_files("#file", str(images[0]))
+    page.wait_for_selector(".result[data-status=error]")
+    summary = '.result[data-focus-scope="0"] summary[data-focus="details"]'
+    tab_to(page, summary)
+    other = page.context.new_page()
+    try:
+        other.goto(server)
+        other.wait_for_selector("body[data-ready=true]")
+        other.select_option("#lang", "zh-CN")  # this page follows and redraws its result in Chinese
+        page.wait_for_function("() => document.documentElement.lang === 'zh-CN'")
+    finally:
+        other.close()
+    expect(page.locator(".result .error-box summary")).not_to_have_text("Details")
+    assert focused(page, summary), "the redraw took the focus away from the result's Details"
+
+
+def test_the_classifier_list_keeps_the_focus_on_a_rows_button_across_redraws(browser: Browser, clf_server: str) -> None:
+    kept = make_classifier(clf_server, "focus-kept", ("cat", "dog"))
+    gone = make_classifier(clf_server, "focus-gone", ("cat", "dog"))
+    watch = Watch(host=urlsplit(clf_server).netloc)
+    page = open_classifiers(browser, clf_server, watch)
+    try:
+        use = f"#clf-table tr[data-id='{kept}'] button.use"
+        tab_to(page, use, limit=80)
+        # Another row is deleted (clicks from script leave the focus where it is): the list is read and drawn again.
+        page.evaluate(
+            "(sel) => { const b = document.querySelector(sel); b.click(); b.click(); }",
+            f"#clf-table tr[data-id='{gone}'] button.delete",
+        )
+        expect(page.locator(f"#clf-table tr[data-id='{gone}']")).to_have_count(0)
+        assert focused(page, use), "the redraw took the focus away from the row's Use button"
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Enter")  # the second press confirms: the row goes, the focus stays in the table
+        expect(page.locator(f"#clf-table tr[data-id='{kept}']")).to_have_count(0)
+        assert focused(page, "#clf-table")
+    finally:
+        page.context.close()
+        for cid in (kept, gone):
+            httpx.delete(f"{clf_server}v1/classifiers/{cid}")
+    assert watch.errors == []
+
+
+@pytest.mark.parametrize("path", ["", "classifiers.html"])
+def test_both_pages_get_the_same_labelled_language_menu_that_works_by_keyboard(
+    browser: Browser, server: str, watch: Watch, path: str
+) -> None:
+    page = open_page(browser, server + path, watch)
+    try:
+        menu = page.get_by_label("Language")
+        expect(menu).to_have_attribute("id", "lang")
+        expect(menu.locator("option")).to_have_text(["English", "简体中文"])
+        assert page.locator("label.lang svg[aria-hidden=true]").count() == 1
+        page.focus("#lang")
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function("() => document.documentElement.lang === 'zh-CN'")
+        expect(page.get_by_label("语言")).to_have_value("zh-CN")
+        assert focused(page, "#lang")
+    finally:
+        page.context.close()
+    assert watch.errors == []

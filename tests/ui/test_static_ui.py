@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ASSETS = {
     "/app.js": "text/javascript",
     "/i18n.js": "text/javascript",
+    "/focus.js": "text/javascript",
     "/classifiers.html": "text/html",
     "/classifiers.js": "text/javascript",
     "/classifiers.css": "text/css",
@@ -107,6 +108,17 @@ def test_pages_share_one_language_module_their_policy_allows() -> None:
     assert languages, "i18n.js lists its languages in LANGUAGES"
     listed = set(re.findall(r'"?([\w-]+)"?: "', languages.group(1)))
     assert listed == {p.stem for p in (STATIC_DIR / "i18n").glob("*.json")}
+
+
+def test_the_language_menu_is_written_once_in_i18n_js() -> None:
+    """Each page holds a placeholder only; i18n.js builds the labelled menu, so the pages cannot drift apart."""
+    for page in ("index.html", "classifiers.html"):
+        html = (STATIC_DIR / page).read_text(encoding="utf-8")
+        assert html.count("<span data-lang-menu></span>") == 1, page
+        assert 'id="lang"' not in html, f"{page}: the menu's markup belongs in i18n.js"
+    shared = (STATIC_DIR / "i18n.js").read_text(encoding="utf-8")
+    assert 'id: "lang"' in shared
+    assert 'dataset.i18n = "lang.label"' in shared, "the menu's label is translated with the page"
 
 
 def test_page_loads_nothing_from_other_sites() -> None:

@@ -1,6 +1,7 @@
 // The resnet-api Web UI: one image, many images (a grid) or the live camera, against this server's /v1 API.
 // Plain ES module, no build step and no third-party code, so the page works offline from the package.
 
+import { keepFocus } from "./focus.js";
 import { currentLang, errorText, pickLang, t, useLang, wireLanguageMenu } from "./i18n.js";
 
 const REQUEST_TIMEOUT_MS = 60_000;
@@ -201,9 +202,9 @@ function errorBox(error, retry) {
     { class: "error-box", role: "alert" },
     h("p", { class: "error-text" }, errorMessage(error)),
     error.detail && error.status !== 0
-      ? h("details", {}, h("summary", {}, t("result.details")), h("p", { class: "error-detail" }, error.detail))
+      ? h("details", {}, h("summary", { "data-focus": "details" }, t("result.details")), h("p", { class: "error-detail" }, error.detail))
       : null,
-    retry ? h("button", { type: "button", class: "button-quiet", onclick: retry }, t("result.retry")) : null
+    retry ? h("button", { type: "button", class: "button-quiet", "data-focus": "retry", onclick: retry }, t("result.retry")) : null
   );
 }
 
@@ -270,20 +271,21 @@ function renderResults() {
   }
   if (n === 1) {
     const item = state.items[0];
-    results.replaceChildren(
-      h("article", { class: `result result-${item.status}`, "data-status": item.status },
+    // Redraws come while the user may be on a Retry button or a Details summary: keepFocus puts them back there.
+    keepFocus(results, () => results.replaceChildren(
+      h("article", { class: `result result-${item.status}`, "data-status": item.status, "data-focus-scope": "0" },
         media(state.files[0], false),
         h("div", { class: "result-body" }, h("h2", { class: "section-title" }, t("result.heading")), itemBody(item, 0, false)))
-    );
+    ));
     $("#summary").textContent = "";
     return;
   }
-  results.replaceChildren(
+  keepFocus(results, () => results.replaceChildren(
     h("ul", { class: "grid" },
       state.files.map((entry, i) =>
-        h("li", { class: `card card-${state.items[i].status}`, "data-status": state.items[i].status },
+        h("li", { class: `card card-${state.items[i].status}`, "data-status": state.items[i].status, "data-focus-scope": String(i) },
           media(entry, true), h("div", { class: "card-body" }, itemBody(state.items[i], i, true)))))
-  );
+  ));
   const done = state.items.filter((it) => it.status === "done").length;
   const failed = state.items.filter((it) => it.status === "error").length;
   if (done + failed < n) $("#summary").textContent = t("grid.working", { total: n });

@@ -1,6 +1,7 @@
 // Custom classifiers page: one drop box per label -> POST /v1/classifiers -> POST /v1/predict?classifier=id.
 // Plain ES module, no build step and no network access beyond this server; its strings are in i18n/*.json.
 
+import { keepFocus } from "./focus.js";
 import { currentLang, errorText, pickLang, t, translate, useLang, wireLanguageMenu } from "./i18n.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -41,6 +42,7 @@ function problemMessage(body, status, retryAfter) {
   const more = document.createElement("details");
   const summary = document.createElement("summary");
   summary.textContent = t("result.details");
+  summary.dataset.focus = "details"; // a redraw (a change of language) focuses it again
   const text = document.createElement("p");
   text.textContent = detail;
   more.append(summary, text);
@@ -58,14 +60,14 @@ const statusDrawers = new Map();
 function setStatus(el, draw, kind = "") {
   statusDrawers.set(el, draw);
   const content = draw();
-  el.replaceChildren(...(Array.isArray(content) ? content : [content]));
+  keepFocus(el, () => el.replaceChildren(...(Array.isArray(content) ? content : [content])));
   el.className = `status ${kind}`.trim();
 }
 
 function redrawStatuses() {
   for (const [el, draw] of statusDrawers) {
     const content = draw();
-    el.replaceChildren(...(Array.isArray(content) ? content : [content]));
+    keepFocus(el, () => el.replaceChildren(...(Array.isArray(content) ? content : [content])));
   }
 }
 
@@ -264,10 +266,32 @@ function drawList(selectId) {
   if (!body) return;
   state.classifiers = body.classifiers;
   const tbody = $("#clf-table tbody");
+  // The rows are drawn anew (after a training, a deletion, a change of language): keepFocus puts a keyboard user
+  // back on the same row's button, or on the table if that row is gone.
+  keepFocus($("#clf-table"), () => drawRows(tbody, body.classifiers));
+  $("#clf-empty").hidden = body.classifiers.length > 0;
+  const skipped = $("#skipped");
+  skipped.hidden = body.skipped.length === 0;
+  skipped.textContent = body.skipped.length
+    ? t("clf.list.skipped", { list: body.skipped.map((s) => `${s.path} (${s.reason})`).join("; ") })
+    : "";
+
+  const select = $("#clf-select");
+  const previous = selectId || select.value;
+  select.replaceChildren();
+  const usable = body.classifiers.filter((c) => c.compatible);
+  if (!usable.length) select.append(new Option(t("clf.use.none"), ""));
+  for (const c of usable) select.append(new Option(`${c.name} — ${c.labels.map((l) => l.label).join(", ")}`, c.id));
+  if (usable.some((c) => c.id === previous)) select.value = previous;
+  updateLabelChoices();
+}
+
+function drawRows(tbody, classifiers) {
   tbody.replaceChildren();
-  for (const c of body.classifiers) {
+  for (const c of classifiers) {
     const tr = document.createElement("tr");
     tr.dataset.id = c.id;
+    tr.dataset.focusScope = c.id;
     const cells = [
       c.name,
       c.labels.map((l) => `${l.label} (${l.examples})`).join(", "),
@@ -290,6 +314,7 @@ function drawList(selectId) {
     const use = document.createElement("button");
     use.type = "button";
     use.className = "secondary use";
+    use.dataset.focus = "use";
     use.textContent = t("clf.list.use");
     use.disabled = !c.compatible;
     use.addEventListener("click", () => {
@@ -300,6 +325,7 @@ function drawList(selectId) {
     const del = document.createElement("button");
     del.type = "button";
     del.className = "secondary delete";
+    del.dataset.focus = "delete";
     del.textContent = t("clf.list.delete");
     del.addEventListener("click", async () => {
       if (del.dataset.armed !== "1") {
@@ -328,21 +354,6 @@ function drawList(selectId) {
     tr.append(actions);
     tbody.append(tr);
   }
-  $("#clf-empty").hidden = body.classifiers.length > 0;
-  const skipped = $("#skipped");
-  skipped.hidden = body.skipped.length === 0;
-  skipped.textContent = body.skipped.length
-    ? t("clf.list.skipped", { list: body.skipped.map((s) => `${s.path} (${s.reason})`).join("; ") })
-    : "";
-
-  const select = $("#clf-select");
-  const previous = selectId || select.value;
-  select.replaceChildren();
-  const usable = body.classifiers.filter((c) => c.compatible);
-  if (!usable.length) select.append(new Option(t("clf.use.none"), ""));
-  for (const c of usable) select.append(new Option(`${c.name} — ${c.labels.map((l) => l.label).join(", ")}`, c.id));
-  if (usable.some((c) => c.id === previous)) select.value = previous;
-  updateLabelChoices();
 }
 
 // ---- classify -------------------------------------------------------------------------------

@@ -57,14 +57,38 @@ export async function useLang(lang) {
   return true;
 }
 
-// Fills the page's <select id="lang"> from LANGUAGES; a choice there is remembered, then handed to onChoose.
+const GLOBE =
+  "M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20Zm6.9 6h-3a15.7 15.7 0 0 0-1.4-3.9A8 8 0 0 1 18.9 8ZM12 4a13.6 13.6 0 0 1 1.9 4h-3.8A13.6 13.6 0 0 1 12 4ZM4.3 14a8.2 8.2 0 0 1 0-4h3.4a16.5 16.5 0 0 0 0 4Zm.8 2h3a15.7 15.7 0 0 0 1.4 3.9A8 8 0 0 1 5.1 16Zm3-8h-3a8 8 0 0 1 4.4-3.9A15.7 15.7 0 0 0 8.1 8ZM12 20a13.6 13.6 0 0 1-1.9-4h3.8A13.6 13.6 0 0 1 12 20Zm2.3-6H9.7a14.7 14.7 0 0 1 0-4h4.6a14.7 14.7 0 0 1 0 4Zm.2 5.9a15.7 15.7 0 0 0 1.4-3.9h3a8 8 0 0 1-4.4 3.9Zm1.8-5.9a16.5 16.5 0 0 0 0-4h3.4a8.2 8.2 0 0 1 0 4Z";
+
+// The language menu, the same on every page: a labelled <select id="lang"> with a globe, put in place of the
+// page's <span data-lang-menu> placeholder. Its label is translated with the rest of the page (data-i18n).
+function buildLanguageMenu() {
+  const svg = "http://www.w3.org/2000/svg";
+  const icon = document.createElementNS(svg, "svg");
+  icon.setAttribute("viewBox", "0 0 24 24");
+  icon.setAttribute("aria-hidden", "true");
+  icon.setAttribute("focusable", "false");
+  const path = document.createElementNS(svg, "path");
+  path.setAttribute("d", GLOBE);
+  path.setAttribute("fill", "currentColor");
+  icon.append(path);
+  // English until the page's language is loaded, as the rest of the HTML
+  const text = current.messages["lang.label"] ?? "Language";
+  const name = Object.assign(document.createElement("span"), { className: "visually-hidden", textContent: text });
+  name.dataset.i18n = "lang.label";
+  const menu = Object.assign(document.createElement("select"), { id: "lang" });
+  menu.append(...Object.entries(LANGUAGES).map(([code, label]) => Object.assign(new Option(label, code), { lang: code })));
+  const label = Object.assign(document.createElement("label"), { className: "lang" });
+  label.append(name, icon, menu);
+  document.querySelector("[data-lang-menu]").replaceWith(label);
+  return menu;
+}
+
+// Builds the page's language menu from LANGUAGES; a choice there is remembered, then handed to onChoose.
 // A choice made in another tab of the UI is handed to onChoose too, so open tabs follow it without a reload
 // (the browser tells the other tabs, never the one that wrote).
 export function wireLanguageMenu(onChoose) {
-  const menu = document.getElementById("lang");
-  menu.replaceChildren(
-    ...Object.entries(LANGUAGES).map(([code, name]) => Object.assign(new Option(name, code), { lang: code }))
-  );
+  const menu = buildLanguageMenu();
   menu.value = current.lang;
   menu.addEventListener("change", () => {
     localStorage.setItem(STORAGE_KEY, menu.value);
