@@ -66,13 +66,12 @@ def test_the_file_as_the_body_gets_the_multipart_errors(http: httpx.Client) -> N
     )
 
 
-def test_an_empty_body_names_what_to_send(http: httpx.Client) -> None:
-    answer = http.post("/v1/predict", **raw(b"", "image/jpeg"))
-    assert answer.status_code == 422
-    problem = answer.json()
-    assert problem["code"] == "validation_error"
-    assert problem["errors"][0]["loc"] == ["body"]
-    assert "image file's bytes" in problem["detail"]
+def test_an_empty_body_is_refused_as_an_empty_file_is(http: httpx.Client) -> None:
+    by_body = http.post("/v1/predict", **raw(b"", "application/octet-stream"))
+    by_form = http.post("/v1/predict", files={"file": ("f", b"")})
+    assert (by_body.status_code, by_body.json()["code"]) == (by_form.status_code, by_form.json()["code"])
+    assert by_body.status_code == 400
+    assert by_body.json()["detail"] == by_form.json()["detail"] == "the file is empty"
 
 
 def test_a_streamed_body_over_the_limit_is_a_413_and_the_server_keeps_serving(http: httpx.Client) -> None:

@@ -60,8 +60,14 @@ def _request_cases() -> list[tuple[str, dict[str, object], int, str]]:
     return [
         ("missing_file_field", {"files": {"other": ("a.jpg", image, "image/jpeg")}}, 422, "validation_error"),
         (
-            "raw_image_body",
-            {"content": image, "headers": {"content-type": "image/jpeg"}},
+            "text_body",  # the image file itself is a body (image/*, application/octet-stream); text is not
+            {"content": image, "headers": {"content-type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "raw_noise_body",
+            {"content": b"\x00\x01 noise" * 20, "headers": {"content-type": "application/octet-stream"}},
             415,
             "unsupported_media_type",
         ),

@@ -134,11 +134,7 @@ async def read_raw_body(request: Request, max_bytes: int) -> bytes:
         if size > max_bytes:
             raise too_large("the image", max_bytes)
         chunks.append(chunk)
-    if not size:
-        raise RequestValidationError(
-            [{"type": "missing", "loc": ("body",), "msg": "The body is empty: send the image file's bytes as the body"}]
-        )
-    return b"".join(chunks)
+    return b"".join(chunks)  # empty: a 400 `invalid_image` from decoding, as an empty multipart file gets
 
 
 JSON_ON_LOOP_BYTES = 64 * 1024
