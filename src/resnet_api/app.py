@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from resnet_api import __version__
 from resnet_api.api.classifier_schemas import CLASSIFIER_REQUEST_MODELS
 from resnet_api.api.errors import UnexpectedErrors, install_error_handlers
-from resnet_api.api.limits import BodySizeLimit
+from resnet_api.api.limits import BodyBudget, BodySizeLimit
 from resnet_api.api.middleware import REQUEST_ID_HEADER, ApiKeyAuth, HeadAsGet, RequestContext
 from resnet_api.api.openapi import REQUEST_MODELS, install_request_schemas
 from resnet_api.api.routes import classifiers, health, model, predict, v2
@@ -192,6 +192,13 @@ def create_app(
     # Listed innermost first: the request id wraps everything, so even a 401 or 413 carries it.
     app.add_middleware(UnexpectedErrors)  # its 500 goes out through every layer below, request id included
     app.add_middleware(HeadAsGet)  # inside the metrics and access log, which record the HEAD
+    # Inside the size limit: a body over RESNET_API_MAX_REQUEST_BYTES gets its 413, never a 503 to retry.
+    app.add_middleware(
+        BodyBudget,
+        budget_bytes=settings.max_inflight_request_bytes,
+        retry_after_s=settings.retry_after_seconds,
+        metrics=metrics,
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_seconds)
     app.add_middleware(ApiKeyAuth, keys=settings.all_api_keys(), protect_probes=settings.protect_probes)
     if settings.cors_origins:

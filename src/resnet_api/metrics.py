@@ -56,6 +56,11 @@ class Metrics:
             "resnet_api_batch_size", "Images per forward pass", buckets=_BATCH_BUCKETS, registry=r
         )
         self.queue_depth = Gauge("resnet_api_queue_depth", "Images waiting for the model", registry=r)
+        self.inflight_request_bytes = Gauge(
+            "resnet_api_inflight_request_bytes",
+            "Bytes of request bodies in flight, as counted against RESNET_API_MAX_INFLIGHT_REQUEST_BYTES",
+            registry=r,
+        )
         self.images = Counter("resnet_api_images", "Images processed, by outcome", ["outcome"], registry=r)
         self.ready = Gauge("resnet_api_ready", "1 when the model is loaded and serving", registry=r)
         self.model_info = Info("resnet_api_model", "The model being served", registry=r)

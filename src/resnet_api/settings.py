@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=100 * MiB, ge=1024, le=8 * 1024 * MiB)
     """Largest accepted request body (all files of a batch together), enforced while it streams in."""
 
+    max_inflight_request_bytes: int = Field(default=512 * MiB, ge=1024, le=64 * 1024 * MiB)
+    """Bytes of request bodies held by all requests at once (JSON counts 3x: raw, text, decoded); past it a request gets 503 with Retry-After before its body is read; a request alone always runs."""
+
     max_image_pixels: int = Field(default=50_000_000, ge=1, le=1_000_000_000)
     """Decompression-bomb guard: images with more pixels get 413."""
 

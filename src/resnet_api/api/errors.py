@@ -72,6 +72,7 @@ HTTP_CODES = {
     408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    503: "overloaded",  # request bodies over RESNET_API_MAX_INFLIGHT_REQUEST_BYTES (limits.BodyBudget)
 }
 
 # For OpenAPI: the error answers each kind of route can give.
@@ -154,6 +155,13 @@ def problem(status: int, code: str, title: str, detail: str, instance: str, **ex
     )
 
 
+def http_problem(status: int, detail: str, instance: str) -> Problem:
+    """The problem for a Starlette/FastAPI HTTP error, or a middleware's refusal: a 503 reads as a full queue's."""
+    code = HTTP_CODES.get(status, "http_error")
+    title = Overloaded.title if code == Overloaded.code else code.replace("_", " ").capitalize()
+    return problem(status, code, title, detail, instance)
+
+
 def problem_for(exc: InferenceError, instance: str) -> Problem:
     return problem(status_for(exc), exc.code, exc.title, exc.detail, instance)
 
@@ -215,9 +223,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if _is_v2(request):  # raised by routing (404, 405) before a /v2 route runs, so its own handling never saw it
         message = V2_NOT_OFFERED.format(path=request.url.path) if exc.status_code == 404 else str(exc.detail)
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers or None)
-    code = HTTP_CODES.get(exc.status_code, "http_error")
-    body = problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request.url.path)
-    return problem_response(body, headers or None)
+    return problem_response(http_problem(exc.status_code, str(exc.detail), request.url.path), headers or None)
 
 
 V2_NOT_OFFERED = "{path} is not offered: this server implements health, server and model metadata, and infer"
