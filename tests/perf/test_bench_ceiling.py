@@ -23,6 +23,18 @@ sys.modules["bench_run"] = bench_run  # dataclasses look their module up by name
 _spec.loader.exec_module(bench_run)
 
 
+MACHINE = {
+    "cpu": "test CPU",
+    "cpu_features": "avx2",
+    "cpus_usable": 2,
+    "python": "3.11",
+    "date": "2026-12-02 00:00 UTC",
+    "load_average_at_start": [0.0, 0.0, 0.0],
+    "sgemm_gflops_per_core": 60.0,
+}
+"""A report's machine line, for tests of the report's tables."""
+
+
 def test_one_lucky_round_does_not_make_the_ceiling() -> None:
     rounds = {
         "4": [30.1, 29.8, 30.4],
@@ -40,15 +52,7 @@ def test_report_shows_the_rounds_behind_each_ceiling() -> None:
     rounds = {"1": [20.0, 22.0, 21.0], "4": [25.0, 24.0, 26.5]}
     image = {"rounds": rounds, "single_ms": 41.0, **bench_run.best_of_rounds(rounds)}
     report = {
-        "machine": {
-            "cpu": "test CPU",
-            "cpu_features": "avx2",
-            "cpus_usable": 2,
-            "python": "3.11",
-            "date": "2026-12-02 00:00 UTC",
-            "load_average_at_start": [0.0, 0.0, 0.0],
-            "sgemm_gflops_per_core": 60.0,
-        },
+        "machine": MACHINE,
         "command": "scripts/bench.sh",
         "ceilings": [{"backend": "int8", "precision": "int8", "images": {"451x300": image}}],
         "cells": [
@@ -168,15 +172,7 @@ def test_report_shows_each_paired_round_and_the_median_ratio() -> None:
         "resnet-api/torch", "451x300", 32, "4, 2 at once", 4.0, [45.0, 47.0, 46.0], [50.0, 50.0, 46.0]
     )
     report = {
-        "machine": {
-            "cpu": "test CPU",
-            "cpu_features": "avx2",
-            "cpus_usable": 2,
-            "python": "3.11",
-            "date": "2026-12-03 00:00 UTC",
-            "load_average_at_start": [0.0, 0.0, 0.0],
-            "sgemm_gflops_per_core": 60.0,
-        },
+        "machine": MACHINE,
         "command": "scripts/bench.sh",
         "ceilings": [],
         "cells": [],
