@@ -134,10 +134,20 @@ async def test_requests_past_their_deadline_get_503_and_are_not_run(weights_file
         assert service.batches_run <= codes.count("ok") + 2  # + warm-up batches
 
 
-async def test_work_for_a_disconnected_client_is_skipped(weights_file: Path) -> None:
+async def test_work_for_a_disconnected_client_is_skipped(weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with running_app(_settings(weights_file)) as (app, _client):
         service = app.state.service
         batches_before = service.batches_run
+        # The image's decode waits until the answer is out: otherwise, on a loaded machine, a fast decode could
+        # reach the queue and the model before the disconnect is read, and the test would depend on that race.
+        answered = threading.Event()
+        decode = service._decode
+
+        def decode_after_the_answer(data: bytes) -> object:
+            answered.wait(10)
+            return decode(data)
+
+        monkeypatch.setattr(service, "_decode", decode_after_the_answer)
         boundary = "b0undary"
         body = (
             (
@@ -175,6 +185,7 @@ async def test_work_for_a_disconnected_client_is_skipped(weights_file: Path) -> 
             "state": {},
         }
         await app(scope, receive, send)  # type: ignore[arg-type]
+        answered.set()
         await asyncio.sleep(0.3)  # anything that had been queued would have run by now
         assert sent[0]["status"] == 499
         assert service.batches_run == batches_before
